@@ -1,0 +1,1 @@
+"""LDO data: the v1 schema and validator, the synthetic generator, and the loader into PostgreSQL + S3."""
