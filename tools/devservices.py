@@ -1,0 +1,222 @@
+"""Throwaway real services for the tests and the embedded demo: a PostgreSQL server and an S3 API server.
+
+    python -m tools.devservices        # start both, print the environment to reach them, stop on Ctrl-C
+
+PostgreSQL is the real server (Debian's binaries, initdb + pg_ctl) in a temp directory on a free port,
+run as the ``postgres`` user when we are root (the server refuses to run as root). S3 is moto's server on
+127.0.0.1 reached over real HTTP by boto3 (moto is a dev dependency). Neither is for production data:
+PostgreSQL runs with fsync off and trust authentication on loopback only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from tools.errors import ServiceError
+
+__all__ = ["S3Endpoint", "ThrowawayPostgres", "ThrowawayS3", "find_pg_bindir"]
+
+_PG_USER = "postgres"
+
+
+def find_pg_bindir() -> Path | None:
+    """Where initdb and pg_ctl live: PATH first, then Debian's versioned folders (newest first)."""
+    on_path = shutil.which("initdb")
+    if on_path and shutil.which("pg_ctl"):
+        return Path(on_path).resolve().parent
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0,
+        reverse=True,
+    )
+    return Path(candidates[0]).parent if candidates else None
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ThrowawayPostgres:
+    """A real PostgreSQL server for one test session or demo run; removed on :meth:`stop`."""
+
+    def __init__(self, *, user: str = "edgeops") -> None:
+        self.user = user
+        self.port = 0
+        self.dsn = ""
+        self.version = ""
+        self._dir: Path | None = None
+        self._bindir: Path | None = None
+        self._run_as: str | None = _PG_USER if os.geteuid() == 0 else None
+
+    def _run(self, args: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(args, user=self._run_as, capture_output=True, text=True, check=False, **kw)
+
+    def start(self) -> str:
+        bindir = find_pg_bindir()
+        if bindir is None:
+            raise ServiceError(
+                "PostgreSQL server binaries (initdb, pg_ctl) not found: install Debian's postgresql package "
+                "(make test does this when run as root) or point EDGEOPS_TEST_PG_DSN at a server you own"
+            )
+        if self._run_as is not None:
+            try:
+                pw = pwd.getpwnam(self._run_as)
+            except KeyError:
+                raise ServiceError(
+                    "running as root but there is no 'postgres' user to run the server as "
+                    "(the postgresql package creates it)"
+                ) from None
+        self._bindir = bindir
+        self._dir = Path(tempfile.mkdtemp(prefix="edgeops-pg-"))
+        if self._run_as is not None:
+            os.chown(self._dir, pw.pw_uid, pw.pw_gid)
+        data = self._dir / "data"
+        init = self._run(
+            [str(bindir / "initdb"), "-D", str(data), "-U", self.user, "--auth=trust", "-E", "UTF8",
+             "--no-locale", "--no-sync"]
+        )  # fmt: skip
+        if init.returncode != 0:
+            self._cleanup()
+            raise ServiceError(f"initdb failed (exit {init.returncode}): {init.stderr.strip()[-600:]}")
+        last_error = ""
+        for _attempt in range(3):  # a free port can be taken between probing and binding: retry
+            self.port = _free_port()
+            opts = (
+                f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self._dir} "
+                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+            )
+            started = self._run(
+                [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(self._dir / "server.log"), "-o", opts,
+                 "-w", "-t", "60", "start"]
+            )  # fmt: skip
+            if started.returncode == 0:
+                break
+            last_error = self._log_tail()
+        else:
+            self._cleanup()
+            raise ServiceError(f"PostgreSQL did not start: {last_error}")
+        self.dsn = f"postgresql://{self.user}@127.0.0.1:{self.port}/postgres"
+        version = subprocess.run(
+            [str(bindir / "postgres"), "--version"], capture_output=True, text=True, check=False
+        )
+        found = re.search(r"\d+(\.\d+)+", version.stdout)
+        self.version = found.group(0) if found else "?"
+        return self.dsn
+
+    def _log_tail(self) -> str:
+        assert self._dir is not None
+        try:
+            return (self._dir / "server.log").read_text(errors="replace").strip()[-600:]
+        except OSError:
+            return "(no server log)"
+
+    def stop(self) -> None:
+        if self._dir is None or self._bindir is None:
+            return
+        self._run([str(self._bindir / "pg_ctl"), "-D", str(self._dir / "data"), "-m", "immediate", "-w", "stop"])
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def __enter__(self) -> ThrowawayPostgres:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+@dataclass(frozen=True)
+class S3Endpoint:
+    url: str
+    region: str = "us-east-1"
+    # moto accepts any credentials; these are placeholders, not secrets.
+    access_key: str = "edgeops-test"
+    secret_key: str = "edgeops-test"  # noqa: S105
+
+    def env(self) -> dict[str, str]:
+        """The standard AWS variables that point boto3 (and edgeops) at this server."""
+        return {
+            "AWS_ENDPOINT_URL": self.url,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_DEFAULT_REGION": self.region,
+        }
+
+
+class ThrowawayS3:
+    """moto's S3 API server on 127.0.0.1 and a free port, in a thread of this process."""
+
+    def __init__(self) -> None:
+        self._server: Any = None
+        self.endpoint: S3Endpoint | None = None
+
+    def start(self) -> S3Endpoint:
+        try:
+            from moto.server import ThreadedMotoServer
+        except ImportError as exc:
+            raise ServiceError(
+                f"the S3 API test server needs moto[server] ({exc}); run `make test` once to install "
+                "the dev dependencies"
+            ) from None
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.endpoint = S3Endpoint(url=f"http://{host}:{port}")
+        return self.endpoint
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def __enter__(self) -> ThrowawayS3:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def main() -> int:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with ThrowawayPostgres() as pg, ThrowawayS3() as s3:
+        assert s3.endpoint is not None
+        print("# Throwaway services are up; paste these into another shell. Ctrl-C stops and removes them.")
+        print(f"export EDGEOPS_PG_DSN={pg.dsn}")
+        for key, value in s3.endpoint.env().items():
+            print(f"export {key}={value}")
+        print(f"# PostgreSQL {pg.version} on 127.0.0.1:{pg.port}; S3 API (moto) at {s3.endpoint.url}", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            while not stop.wait(0.5):
+                time.sleep(0)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
