@@ -38,7 +38,8 @@ class Progress:
         self._live = self._stream.isatty() if live is None else live
         self._interval = interval if not self._live else 0.1
         self._start = time.monotonic()
-        self._last = 0.0
+        # Live lines draw at once; log lines wait one interval, so short work logs only its final line.
+        self._last = 0.0 if self._live else self._start
         self._lock = threading.Lock()
 
     def update(self, n: int = 1, nbytes: int = 0) -> None:

@@ -153,7 +153,8 @@ def _sensors(sensors: dict[str, Any], spec: DataSpec, source: str | None) -> np.
                 source=source,
             )
     arr = np.asarray(values, dtype=np.float64)
-    arr32 = arr.astype(np.float32)
+    with np.errstate(over="ignore"):  # values beyond float32 become inf and are reported just below
+        arr32 = arr.astype(np.float32)
     finite = np.isfinite(arr32)
     if not finite.all():
         c, t = (int(i) for i in np.argwhere(~finite)[0])
