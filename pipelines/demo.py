@@ -98,7 +98,10 @@ def run_demo(*, workspace: Path, n: int, seed: int, config_path: str | None) -> 
                 saved = {k: os.environ.get(k) for k in s3.endpoint.env()}
                 os.environ.update(s3.endpoint.env())
                 try:
-                    _say(f"   throwaway PostgreSQL {pg.version} on 127.0.0.1:{pg.port}, S3 API at {s3.endpoint.url}")
+                    _say(
+                        f"   throwaway PostgreSQL {pg.version} on 127.0.0.1:{pg.port}, "
+                        f"S3 API at {s3.endpoint.url}"
+                    )
                     first = seed_ldos(data_dir, spec, dsn=pg.dsn, s3_uri=cfg.data.ldo_store)
                     _say(f"   first load:  {first.summary()}")
                     again = seed_ldos(data_dir, spec, dsn=pg.dsn, s3_uri=cfg.data.ldo_store)

@@ -29,8 +29,13 @@ def good_doc() -> dict[str, Any]:
             "channels": list(SPEC.channels),
             "values": [list(np.round(np.sin(2 * np.pi * (c + 1) * t), 5)) for c in range(len(SPEC.channels))],
         },
-        "labels": {"bearing_wear": 0, "misalignment": 1, "overheating": 0, "electrical_fault": 0,
-                   "lubrication_loss": 0},  # fmt: skip
+        "labels": {
+            "bearing_wear": 0,
+            "misalignment": 1,
+            "overheating": 0,
+            "electrical_fault": 0,
+            "lubrication_loss": 0,
+        },
         "validated": True,
     }
 
@@ -83,7 +88,11 @@ def test_value_out_of_float32_range_is_rejected() -> None:
 @pytest.mark.parametrize(
     ("mutate", "field", "words"),
     [
-        (lambda d: d["sensors"]["values"].pop(), "sensors.values", "expected 4 channels x 128 samples, got 3"),
+        (
+            lambda d: d["sensors"]["values"].pop(),
+            "sensors.values",
+            "expected 4 channels x 128 samples, got 3",
+        ),
         (lambda d: d["sensors"]["values"][3].pop(), "sensors.values[3]", "'motor_current' has 127 samples"),
         (lambda d: d["sensors"]["values"][0].extend([0.0] * 8), "sensors.values[0]", "has 136 samples"),
         (lambda d: d["sensors"].update(values=[[0.0] * 4] * 128), "sensors.values", "got 128 rows"),
@@ -106,7 +115,9 @@ def test_missing_label_is_rejected(label: str) -> None:
     assert "missing" in err.reason
 
 
-@pytest.mark.parametrize("ldo_id", ["a/b", "../etc", "ldo..1", "..", "/abs", "-lead", ".hidden", "x" * 129, ""])
+@pytest.mark.parametrize(
+    "ldo_id", ["a/b", "../etc", "ldo..1", "..", "/abs", "-lead", ".hidden", "x" * 129, ""]
+)
 def test_unsafe_ldo_id_is_rejected(ldo_id: str) -> None:
     doc = good_doc()
     doc["ldo_id"] = ldo_id
@@ -132,7 +143,9 @@ def test_unsafe_ldo_id_is_rejected(ldo_id: str) -> None:
         (("schema",), "ldo/v2", "schema", "expected 'ldo/v1'"),
     ],
 )
-def test_wrong_type_is_rejected_naming_the_field(path: tuple[str, ...], value: Any, field: str, words: str) -> None:
+def test_wrong_type_is_rejected_naming_the_field(
+    path: tuple[str, ...], value: Any, field: str, words: str
+) -> None:
     doc = good_doc()
     target = doc
     for key in path[:-1]:

@@ -22,7 +22,9 @@ SPEC = load_training_config().data_spec()
 
 
 def edgeops(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([EDGEOPS, *args], cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    return subprocess.run(
+        [EDGEOPS, *args], cwd=REPO, capture_output=True, text=True, timeout=600, check=False
+    )
 
 
 def rows(dsn: str) -> dict[str, tuple[object, ...]]:
@@ -38,7 +40,9 @@ def test_cli_synth_then_seed_2000(tmp_path: Path, pg_dsn: str, s3_bucket: str, s
     assert synth.returncode == 0, synth.stderr
     assert len(list(data.glob("*.json"))) == 2000
 
-    seeded = edgeops("data", "seed", "--data-path", str(data), "--pg", pg_dsn, "--s3", f"s3://{s3_bucket}/ldos")
+    seeded = edgeops(
+        "data", "seed", "--data-path", str(data), "--pg", pg_dsn, "--s3", f"s3://{s3_bucket}/ldos"
+    )
     assert seeded.returncode == 0, seeded.stderr
     assert "2000 new, 0 updated, 0 unchanged" in seeded.stderr
 
@@ -55,7 +59,9 @@ def test_cli_synth_then_seed_2000(tmp_path: Path, pg_dsn: str, s3_bucket: str, s
         assert ldo.ldo_id == ldo_id and ldo.validated == validated
         assert key.startswith("ldos/") and key.endswith(f"/{ldo_id}.json")
 
-    again = edgeops("data", "seed", "--data-path", str(data), "--pg", pg_dsn, "--s3", f"s3://{s3_bucket}/ldos")
+    again = edgeops(
+        "data", "seed", "--data-path", str(data), "--pg", pg_dsn, "--s3", f"s3://{s3_bucket}/ldos"
+    )
     assert again.returncode == 0, again.stderr
     assert "nothing to do: all 2000 LDOs are already" in again.stderr
 
@@ -112,7 +118,9 @@ def test_invalid_file_stops_the_run_before_anything_is_written(
         assert cur.fetchone() == (None,)
 
 
-def test_duplicate_ids_across_files_are_rejected(tmp_path: Path, pg_dsn: str, s3_bucket: str, s3_env: S3Endpoint) -> None:
+def test_duplicate_ids_across_files_are_rejected(
+    tmp_path: Path, pg_dsn: str, s3_bucket: str, s3_env: S3Endpoint
+) -> None:
     data = tmp_path / "ldos"
     write_dataset(data, 3, 3, SPEC)
     first = sorted(data.glob("*.json"))[0]
@@ -145,7 +153,9 @@ def test_s3_down_is_a_clear_error_and_the_index_is_untouched(
 
 
 def test_cli_reports_errors_without_traceback(tmp_path: Path) -> None:
-    result = edgeops("data", "seed", "--data-path", str(tmp_path / "missing"), "--pg", "postgresql://x@127.0.0.1:9/db")
+    result = edgeops(
+        "data", "seed", "--data-path", str(tmp_path / "missing"), "--pg", "postgresql://x@127.0.0.1:9/db"
+    )
     assert result.returncode == 1
     assert "no such folder of LDO files" in result.stderr
     assert "Traceback" not in result.stderr

@@ -174,8 +174,7 @@ def _not_available(name: str) -> Callable[[argparse.Namespace], int]:
 
     def handler(_args: argparse.Namespace) -> int:
         raise NotAvailableError(
-            f"edgeops {name}: not available yet ({what}; tracked in issue #{issue}). "
-            "Nothing was done."
+            f"edgeops {name}: not available yet ({what}; tracked in issue #{issue}). Nothing was done."
         )
 
     return handler
@@ -195,8 +194,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok, 1 error, 2 usage, 3 not available yet. See README.md and docs/.",
         formatter_class=_Formatter,
     )
-    parser.add_argument("--config", metavar="PATH", help="edgeops.yaml to use (default: found upwards from .)")
-    parser.add_argument("--log-json", action="store_true", help="log JSON lines instead of human-readable text")
+    parser.add_argument(
+        "--config", metavar="PATH", help="edgeops.yaml to use (default: found upwards from .)"
+    )
+    parser.add_argument(
+        "--log-json", action="store_true", help="log JSON lines instead of human-readable text"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -226,9 +229,13 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=_Formatter,
     )
-    seed.add_argument("--data-path", metavar="DIR", help="folder of LDO JSON files (default: data.local_path)")
+    seed.add_argument(
+        "--data-path", metavar="DIR", help="folder of LDO JSON files (default: data.local_path)"
+    )
     seed.add_argument("--pg", metavar="DSN", help="PostgreSQL DSN (default: $EDGEOPS_PG_DSN)")
-    seed.add_argument("--s3", metavar="URI", help="s3://bucket/prefix for the objects (default: data.ldo_store)")
+    seed.add_argument(
+        "--s3", metavar="URI", help="s3://bucket/prefix for the objects (default: data.ldo_store)"
+    )
     seed.add_argument("--workers", type=int, default=16, help="concurrent uploads (default 16)")
     seed.add_argument("--training-config", metavar="PATH", help=tc_help)
     seed.set_defaults(handler=cmd_data_seed)
@@ -248,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser(
         "demo",
         help="run the main job end to end on embedded defaults (what exists so far)",
-        description="Run every stage that is built so far in a fresh workspace and say what was and was not done.",
+        description="Run every stage built so far in a fresh workspace; say what was and was not done.",
     )
     demo.add_argument("--workspace", default=".edgeops/demo", help="workspace folder (default .edgeops/demo)")
     demo.add_argument("--n", type=int, default=2000, help="synthetic LDOs to generate (default 2000)")
@@ -256,16 +263,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=cmd_demo)
 
     for name, (what, issue) in PLANNED.items():
-        planned = sub.add_parser(name, help=f"{what} [not available yet: issue #{issue}]", add_help=True)
-        planned.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-        planned.set_defaults(handler=_not_available(name))
+        planned = sub.add_parser(name, help=f"{what} [not available yet: issue #{issue}]")
+        planned.set_defaults(handler=_not_available(name), planned=True)
 
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Commands that are not built yet accept any arguments, so that they answer "not available yet"
+    # rather than a usage error about flags they will have.
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "planned", False):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     setup_logging(json_lines=args.log_json, verbose=args.verbose)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:

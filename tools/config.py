@@ -106,7 +106,9 @@ class ForgeConfig(Strict):
 
     @model_validator(mode="after")
     def _github_needs_repo(self) -> ForgeConfig:
-        if self.kind == "github" and not (self.repository and re.match(r"^[\w.-]+/[\w.-]+$", self.repository)):
+        if self.kind == "github" and not (
+            self.repository and re.match(r"^[\w.-]+/[\w.-]+$", self.repository)
+        ):
             raise ValueError("forge.kind 'github' needs forge.repository as 'owner/name'")
         return self
 
@@ -139,7 +141,9 @@ class EdgeopsConfig(Strict):
             if not _RING_NAME.match(name):
                 raise ValueError(f"rings.{name}: ring names are lower-case letters, digits and '-'")
             if ring.after is not None and ring.after not in self.rings:
-                raise ValueError(f"rings.{name}.after: no ring named {ring.after!r} (have {list(self.rings)})")
+                raise ValueError(
+                    f"rings.{name}.after: no ring named {ring.after!r} (have {list(self.rings)})"
+                )
         firsts = [n for n, r in self.rings.items() if r.after is None]
         if len(firsts) != 1:
             raise ValueError(f"rings: exactly one ring must have no 'after' (the first ring), found {firsts}")

@@ -130,7 +130,9 @@ class ThrowawayPostgres:
     def stop(self) -> None:
         if self._dir is None or self._bindir is None:
             return
-        self._run([str(self._bindir / "pg_ctl"), "-D", str(self._dir / "data"), "-m", "immediate", "-w", "stop"])
+        self._run(
+            [str(self._bindir / "pg_ctl"), "-D", str(self._dir / "data"), "-m", "immediate", "-w", "stop"]
+        )
         self._cleanup()
 
     def _cleanup(self) -> None:
@@ -211,7 +213,10 @@ def main() -> int:
         print(f"export EDGEOPS_PG_DSN={pg.dsn}")
         for key, value in s3.endpoint.env().items():
             print(f"export {key}={value}")
-        print(f"# PostgreSQL {pg.version} on 127.0.0.1:{pg.port}; S3 API (moto) at {s3.endpoint.url}", flush=True)
+        print(
+            f"# PostgreSQL {pg.version} on 127.0.0.1:{pg.port}; S3 API (moto) at {s3.endpoint.url}",
+            flush=True,
+        )
         with contextlib.suppress(KeyboardInterrupt):
             while not stop.wait(0.5):
                 time.sleep(0)

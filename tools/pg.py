@@ -19,7 +19,9 @@ DSN_ENV = "EDGEOPS_PG_DSN"
 def resolve_dsn(dsn: str | None) -> str:
     value = dsn or os.environ.get(DSN_ENV)
     if not value:
-        raise ConfigError(f"no PostgreSQL DSN: pass --pg DSN or set {DSN_ENV} (e.g. postgresql://user@host/db)")
+        raise ConfigError(
+            f"no PostgreSQL DSN: pass --pg DSN or set {DSN_ENV} (e.g. postgresql://user@host/db)"
+        )
     return value
 
 

@@ -170,8 +170,7 @@ def dump_model(model: BaseModel) -> str:
     import io
 
     buf = io.StringIO()
-    yaml = YAML(typ="safe", pure=True)
+    yaml = YAML(typ="rt")  # the round-trip dumper keeps the models' key order; "safe" sorts keys
     yaml.default_flow_style = False
-    yaml.sort_base_mapping_type_on_output = False  # type: ignore[attr-defined]
     yaml.dump(model.model_dump(mode="json"), buf)
     return buf.getvalue()

@@ -140,8 +140,7 @@ def _sensors(sensors: dict[str, Any], spec: DataSpec, source: str | None) -> np.
         if len(row) != window:
             raise LdoError(
                 f"sensors.values[{c}]",
-                f"wrong window shape: channel {spec.channels[c]!r} has {len(row)} samples, "
-                f"expected {window}",
+                f"wrong window shape: channel {spec.channels[c]!r} has {len(row)} samples, expected {window}",
                 source=source,
             )
         # One set comprehension per row is the fast way to reject strings, booleans and nulls.

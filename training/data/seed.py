@@ -120,7 +120,9 @@ def _scan(data_path: Path, spec: DataSpec, prefix_key: Callable[[str, datetime],
                 problems.append(str(exc))
                 continue
             if ldo.ldo_id in seen:
-                problems.append(f"{path.name}: ldo_id: {ldo.ldo_id!r} is also the id in {seen[ldo.ldo_id].name}")
+                problems.append(
+                    f"{path.name}: ldo_id: {ldo.ldo_id!r} is also the id in {seen[ldo.ldo_id].name}"
+                )
                 continue
             seen[ldo.ldo_id] = path
             entries.append(
@@ -168,7 +170,8 @@ def seed(
         ensure_ldos_table(conn)
         with conn.cursor() as cur:
             cur.execute(
-                "SELECT ldo_id, created_at, validated, device_id, s3_key, etag FROM ldos WHERE ldo_id = ANY(%s)",
+                "SELECT ldo_id, created_at, validated, device_id, s3_key, etag FROM ldos "
+                "WHERE ldo_id = ANY(%s)",
                 ([e.ldo_id for e in entries],),
             )
             indexed = {row[0]: tuple(row) for row in cur.fetchall()}

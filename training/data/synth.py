@@ -148,7 +148,8 @@ def _mode_rates(plant: _Plant, product: int, recipe: int, asset: int) -> np.ndar
             plant.lube_prone[asset],
         ]
     )
-    return np.minimum(BASE_RATE * multipliers, MAX_RATE)
+    rates: np.ndarray = np.minimum(BASE_RATE * multipliers, MAX_RATE)
+    return rates
 
 
 def _signals(

@@ -1,0 +1,81 @@
+"""The `edgeops` entry point: subcommands, honesty about what is not built, logging formats."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EDGEOPS, REPO
+from tools.cli import PLANNED
+
+DESIGN_SUBCOMMANDS = [
+    "data", "snapshot", "train", "evaluate", "export", "publish", "propose", "promote", "guard", "rollback",
+    "validate", "verify", "status", "render", "pipeline", "updater", "fleet-sim", "demo",
+]  # fmt: skip
+
+
+def edgeops(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([EDGEOPS, *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_help_lists_every_design_subcommand() -> None:
+    result = edgeops("--help")
+    assert result.returncode == 0
+    listed = {
+        line.split()[0] for line in result.stdout.splitlines() if line.startswith("    ") and line.split()
+    }
+    assert set(DESIGN_SUBCOMMANDS) <= listed
+    assert "config" in listed
+
+
+@pytest.mark.parametrize("name", sorted(PLANNED))
+def test_unbuilt_subcommands_say_so_and_fail(name: str) -> None:
+    result = edgeops(name, "--some-flag", "value")
+    assert result.returncode == 3
+    assert f"edgeops {name}: not available yet" in result.stderr
+    assert f"issue #{PLANNED[name][1]}" in result.stderr
+    assert result.stdout == ""
+
+
+def test_config_check_prints_effective_config() -> None:
+    result = edgeops("config", "check")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"# effective configuration from {REPO / 'edgeops.yaml'}")
+    assert "soak_hours: 24.0" in result.stdout
+    assert "max_p95_latency_ms: 50.0" in result.stdout
+    assert "config is valid" in result.stderr
+
+
+def test_config_check_reports_bad_config(tmp_path: Path) -> None:
+    bad = tmp_path / "edgeops.yaml"
+    bad.write_text("version: 1\nrings: {pilot: {path: p}}\nstoer: {}\n")
+    result = edgeops("--config", str(bad), "config", "check")
+    assert result.returncode == 1
+    assert f"configuration error: {bad}:3: stoer: unknown key (did you mean 'store'?)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_log_json_emits_json_lines(tmp_path: Path) -> None:
+    result = edgeops("--log-json", "data", "synth", "--n", "5", "--out", str(tmp_path / "d"))
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
+    assert records, "expected at least one JSON log line"
+    last = records[-1]
+    assert last["level"] == "info" and last["msg"].startswith("wrote 5 synthetic LDOs")
+    assert last["seed"] == 0
+    assert {"ts", "logger"} <= set(last)
+
+
+def test_human_log_is_plain_text(tmp_path: Path) -> None:
+    result = edgeops("data", "synth", "--n", "5", "--out", str(tmp_path / "d"))
+    assert result.returncode == 0
+    assert " INFO    wrote 5 synthetic LDOs" in result.stderr
+    assert not result.stderr.lstrip().startswith("{")
+
+
+def test_usage_errors_exit_2() -> None:
+    assert edgeops("data", "synth").returncode == 2  # --n is required
+    assert edgeops("no-such-command").returncode == 2

@@ -1,0 +1,57 @@
+"""The delivery side never imports torch (DESIGN.md): it runs on CPU runners and on edge nodes.
+
+Two checks: no module in tools/ imports torch, training or pipelines at module level (read from the
+source), and importing every tools module, then running delivery-side commands, leaves torch unloaded
+(checked in a fresh interpreter).
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+FORBIDDEN_ROOTS = {"torch", "training", "pipelines", "pickle"}
+
+
+def module_level_imports(tree: ast.Module) -> set[str]:
+    roots: set[str] = set()
+    for node in tree.body:  # only top-level statements: lazy imports inside CLI handlers are allowed
+        if isinstance(node, ast.Import):
+            roots.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def test_tools_modules_do_not_import_torch_training_or_pipelines_at_module_level() -> None:
+    offenders = {}
+    for path in sorted((REPO / "tools").rglob("*.py")):
+        bad = module_level_imports(ast.parse(path.read_text(), str(path))) & FORBIDDEN_ROOTS
+        if bad:
+            offenders[str(path.relative_to(REPO))] = sorted(bad)
+    assert offenders == {}
+
+
+def test_no_module_anywhere_imports_torch_inside_tools_at_runtime() -> None:
+    code = (
+        "import importlib, pkgutil, sys, tools\n"
+        "for m in pkgutil.walk_packages(tools.__path__, 'tools.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "from tools.cli import main\n"
+        "assert main(['config', 'check']) == 0\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "loaded = sorted(k for k in sys.modules if k.split('.')[0] in ('torch', 'pipelines'))\n"
+        "print('LOADED', loaded)\n"
+        "assert not loaded, loaded\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "LOADED []" in result.stdout
