@@ -25,7 +25,12 @@ $(BIN)/.installed: pyproject.toml requirements.lock
 	@test -n "$(PYTHON)" || { echo "error: no python3.11 or python3 on PATH; install Python 3.11" >&2; exit 1; }
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "error: $(PYTHON) is older than 3.11" >&2; exit 1; }
 	@echo "==> creating $(VENV) with $(PYTHON) and installing pinned dependencies (first run: about a minute)"
-	$(PYTHON) -m venv $(VENV)
+	@# Debian and Ubuntu ship venv's pip bootstrap separately (python3-venv): install it when missing, as root.
+	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "python$$($(PYTHON) -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')-venv" \
+	      || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; } && $(PYTHON) -m venv $(VENV); \
+	  else echo "error: '$(PYTHON) -m venv' failed; install your distribution's python3-venv package" >&2; exit 1; fi; }
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --constraint requirements.lock --editable '.[training,dev]'
 	@touch $@
 
@@ -41,9 +46,10 @@ node_modules/.installed: package.json package-lock.json
 setup: $(BIN)/.installed node_modules/.installed
 
 # The tests start a throwaway PostgreSQL server themselves (initdb + pg_ctl); they only need the binaries.
+PG_INITDB_GLOB ?= /usr/lib/postgresql/*/bin/initdb
 postgres-binaries:
 	@if [ -n "$${EDGEOPS_TEST_PG_DSN:-}" ]; then exit 0; fi; \
-	if command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then exit 0; fi; \
+	if command -v initdb >/dev/null || ls $(PG_INITDB_GLOB) >/dev/null 2>&1; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  echo "==> PostgreSQL server binaries missing: installing Debian's postgresql package"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
