@@ -33,7 +33,6 @@ log = logging.getLogger("edgeops")
 
 # Subcommands of ../shared/DESIGN.md that later issues build; the CLI is honest about them meanwhile.
 PLANNED: dict[str, tuple[str, int]] = {
-    "snapshot": ("turn the newest validated LDOs into a reproducible training snapshot", 3),
     "train": ("train the failure-mode model on a snapshot", 4),
     "evaluate": ("evaluate a candidate against the model the fleet runs now", 5),
     "export": ("export a trained run to ONNX (and TensorRT where available)", 5),
@@ -163,6 +162,45 @@ def cmd_data_validate(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    from tools.config import find_config
+    from training.snapshot import DirSource, LdoCache, PgS3Source, SnapshotOptions, build_snapshot
+
+    cfg_path = find_config(args.config)
+    cfg = _config(args)
+    tcfg = _training_config(args)
+    root = cfg_path.parent
+    source: DirSource | PgS3Source
+    if args.source == "dir":
+        source = DirSource(Path(args.data_path) if args.data_path else root / cfg.data.local_path)
+    else:
+        if args.workers < 1:
+            raise EdgeopsError(f"--workers must be at least 1, got {args.workers}")
+        cache = LdoCache(Path(args.cache) if args.cache else root / cfg.data.cache_path)
+        source = PgS3Source(
+            dsn=args.pg, s3_uri=args.s3 or cfg.data.ldo_store, cache=cache, workers=args.workers
+        )
+    options = SnapshotOptions(
+        limit=args.limit if args.limit is not None else cfg.data.snapshot_limit,
+        val_fraction=cfg.data.val_fraction,
+        test_fraction=cfg.data.test_fraction,
+        max_reject_fraction=(
+            args.max_reject_fraction if args.max_reject_fraction is not None else cfg.data.max_reject_fraction
+        ),
+        vocab_sizes={
+            "product_id": tcfg.product_vocab,
+            "recipe_id": tcfg.recipe_vocab,
+            "asset_id": tcfg.asset_vocab,
+        },
+    )
+    start = time.monotonic()
+    report = build_snapshot(source, Path(args.out), tcfg.data_spec(), options)
+    log.info(
+        f"{report.summary()} in {time.monotonic() - start:.1f}s", extra=fields(fingerprint=report.fingerprint)
+    )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from pipelines.demo import run_demo
 
@@ -244,6 +282,36 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("paths", nargs="+", metavar="PATH", help="LDO files or folders of them")
     validate.add_argument("--training-config", metavar="PATH", help=tc_help)
     validate.set_defaults(handler=cmd_data_validate)
+
+    # snapshot
+    snap = sub.add_parser(
+        "snapshot",
+        help="turn the newest validated LDOs into a reproducible training snapshot",
+        description=(
+            "Select the newest N validated LDOs (PostgreSQL index + S3 objects, or a folder of LDO files),\n"
+            "fetch them concurrently through a local cache keyed by ETag, validate them, and write a\n"
+            "byte-reproducible snapshot folder (tensors.safetensors, index.tsv, snapshot.json,\n"
+            "rejects.json). --out is replaced only when the new snapshot is complete."
+        ),
+        formatter_class=_Formatter,
+    )
+    snap.add_argument(
+        "--source", choices=["pg+s3", "dir"], default="dir", help="where LDOs come from (default dir)"
+    )
+    snap.add_argument("--out", metavar="DIR", required=True, help="snapshot folder to write")
+    snap.add_argument("--limit", type=int, help="newest N validated LDOs (default: data.snapshot_limit)")
+    snap.add_argument("--pg", metavar="DSN", help="pg+s3: PostgreSQL DSN (default: $EDGEOPS_PG_DSN)")
+    snap.add_argument("--s3", metavar="URI", help="pg+s3: s3://bucket/prefix (default: data.ldo_store)")
+    snap.add_argument("--cache", metavar="DIR", help="pg+s3: local object cache (default: data.cache_path)")
+    snap.add_argument("--workers", type=int, default=32, help="pg+s3: concurrent downloads (default 32)")
+    snap.add_argument(
+        "--data-path", metavar="DIR", help="dir: folder of LDO files (default: data.local_path)"
+    )
+    snap.add_argument(
+        "--max-reject-fraction", type=float, help="fail above this share of malformed LDOs (default: config)"
+    )
+    snap.add_argument("--training-config", metavar="PATH", help=tc_help)
+    snap.set_defaults(handler=cmd_snapshot)
 
     # config
     config = sub.add_parser("config", help="inspect edgeops.yaml")

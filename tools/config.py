@@ -55,6 +55,9 @@ class DataConfig(Strict):
     snapshot_limit: int = Field(default=100_000, ge=1)
     max_reject_fraction: float = Field(default=0.01, ge=0.0, le=1.0)
     local_path: str = ".edgeops/data/ldos"
+    cache_path: str = ".edgeops/cache/ldos"
+    val_fraction: float = Field(default=0.1, ge=0.0, le=0.5)
+    test_fraction: float = Field(default=0.1, ge=0.0, le=0.5)
 
     @field_validator("ldo_store")
     @classmethod

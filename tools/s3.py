@@ -60,9 +60,11 @@ def parse_s3_uri(uri: str) -> S3Uri:
 def s3_client(*, max_pool_connections: int = 10) -> S3Client:
     """A client whose connection pool matches the caller's concurrency; standard retry mode backs off on
     throttling (503 SlowDown) and transient network errors."""
+    # AWS_MAX_ATTEMPTS is the standard variable; an explicit Config would otherwise override it.
+    attempts = int(os.environ.get("AWS_MAX_ATTEMPTS", "5"))
     config = Config(
         max_pool_connections=max_pool_connections,
-        retries={"mode": "standard", "max_attempts": 5},
+        retries={"mode": "standard", "max_attempts": attempts},
         connect_timeout=10,
         read_timeout=60,
     )
