@@ -23,7 +23,6 @@ log = logging.getLogger("edgeops.demo")
 _MARKER = ".edgeops-demo-workspace"
 
 NOT_BUILT = [
-    ("snapshot", 3),
     ("train", 4),
     ("evaluate, export, publish", 5),
     ("manifests, model-updater, fleet simulation", 6),
@@ -63,18 +62,32 @@ def run_demo(*, workspace: Path, n: int, seed: int, config_path: str | None) -> 
     from training.data.ldo import parse_ldo
     from training.data.seed import seed as seed_ldos
     from training.data.synth import write_dataset
+    from training.snapshot import DirSource, LdoCache, PgS3Source, SnapshotOptions, build_snapshot
 
     if n < 1:
         raise EdgeopsError(f"--n must be at least 1, got {n}")
     total_start = time.monotonic()
     cfg_path = find_config(config_path)
     cfg = load_config(cfg_path)
-    spec = load_training_config(cfg_path.parent / cfg.training_config).data_spec()
+    tcfg = load_training_config(cfg_path.parent / cfg.training_config)
+    spec = tcfg.data_spec()
     ws = _fresh_workspace(workspace)
     _say(f"edgeops demo: workspace {ws} (config {cfg_path}; rings {' -> '.join(cfg.ring_order())})")
     done: list[str] = []
 
     data_dir = ws / "ldos"
+    options = SnapshotOptions(
+        limit=cfg.data.snapshot_limit,
+        val_fraction=cfg.data.val_fraction,
+        test_fraction=cfg.data.test_fraction,
+        max_reject_fraction=cfg.data.max_reject_fraction,
+        vocab_sizes={
+            "product_id": tcfg.product_vocab,
+            "recipe_id": tcfg.recipe_vocab,
+            "asset_id": tcfg.asset_vocab,
+        },
+    )
+    snapshot_done = False
     with _step(f"1. Synthesise {n} LDO records (seed {seed})"):
         summary = write_dataset(data_dir, n, seed, spec)
         _say(f"   {summary.n} files in {data_dir}; {summary.healthy} healthy ({summary.healthy / n:.0%})")
@@ -106,6 +119,14 @@ def run_demo(*, workspace: Path, n: int, seed: int, config_path: str | None) -> 
                     _say(f"   first load:  {first.summary()}")
                     again = seed_ldos(data_dir, spec, dsn=pg.dsn, s3_uri=cfg.data.ldo_store)
                     _say(f"   second load: {again.summary()}")
+                    _say("\n== 4. Snapshot the newest validated LDOs from PostgreSQL + S3, cold then warm")
+                    cache = LdoCache(ws / "cache")
+                    for run in ("cold", "warm"):
+                        start = time.monotonic()
+                        source = PgS3Source(dsn=pg.dsn, s3_uri=cfg.data.ldo_store, cache=cache)
+                        snap = build_snapshot(source, ws / "snapshot", spec, options)
+                        _say(f"   {run}: {snap.summary()} ({time.monotonic() - start:.1f}s)")
+                    snapshot_done = True
                 finally:
                     for key, value in saved.items():
                         if value is None:
@@ -113,8 +134,14 @@ def run_demo(*, workspace: Path, n: int, seed: int, config_path: str | None) -> 
                         else:
                             os.environ[key] = value
             done.append("loaded them into PostgreSQL + S3 (idempotent on rerun)")
+            done.append("snapshotted them from PostgreSQL + S3 (the warm run downloads nothing)")
         except ServiceError as exc:
             _say(f"   skipped: the throwaway services could not start ({exc})")
+    if not snapshot_done:
+        with _step("4. Snapshot the newest validated LDOs from the folder (no PostgreSQL + S3 here)"):
+            snap = build_snapshot(DirSource(data_dir), ws / "snapshot", spec, options)
+            _say(f"   {snap.summary()}")
+            done.append("snapshotted them from the folder")
 
     _say(f"\nedgeops demo: finished in {time.monotonic() - total_start:.1f}s. Done: {'; '.join(done)}.")
     _say("Not built yet, so not run (the demo grows as these land):")

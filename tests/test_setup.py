@@ -63,7 +63,8 @@ def test_make_installs_postgres_binaries_with_apt_when_missing(tmp_path: Path) -
     # When the binaries are there, nothing is installed.
     log.unlink()
     present = subprocess.run(
-        ["make", "--no-print-directory", "postgres-binaries"], cwd=REPO, env={**env, "PATH": os.environ["PATH"]},
+        ["make", "--no-print-directory", "postgres-binaries"],
+        cwd=REPO, env={**env, "PATH": os.environ["PATH"]},
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert present.returncode == 0

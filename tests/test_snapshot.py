@@ -208,11 +208,12 @@ def test_flaky_store_completes_and_dead_store_fails_cleanly(
             return original(client, key, etag)  # type: ignore[return-value]
 
         monkeypatch.setattr(src, "_download", download_then_die)
-        with pytest.raises(ServiceError, match="cannot reach the S3 API|S3 at .* failed"):
+        with pytest.raises(ServiceError, match=r"cannot reach the S3 API|S3 at .* failed"):
             build_snapshot(src, tmp_path / "dead", SPEC, OPTS)
         assert not (tmp_path / "dead").exists()
         assert [p.name for p in tmp_path.iterdir() if ".partial" in p.name] == []
-        entries = [p for p in (tmp_path / "cache2").rglob("*") if p.is_file()]
+        entries = list((tmp_path / "cache2").rglob("*.json"))  # raw objects; *.rec are derived from them
+        assert not list((tmp_path / "cache2").rglob(".*.tmp"))
         assert 50 <= len(entries) < reference.rows
         assert all(hashlib.md5(p.read_bytes()).hexdigest() == p.stem for p in entries)  # noqa: S324
 
@@ -229,18 +230,28 @@ def test_flaky_store_completes_and_dead_store_fails_cleanly(
 
 def test_corrupt_cache_entry_is_fetched_again(store: dict[str, object], tmp_path: Path) -> None:
     first = build_snapshot(pg_source(store), tmp_path / "a", SPEC, OPTS)
-    entry = next(p for p in Path(str(store["cache"])).rglob("*.json"))
-    entry.write_bytes(entry.read_bytes()[:-10] + b"0000000000")
+    entries = sorted(Path(str(store["cache"])).rglob("*.json"))
+    # A corrupt raw object and its parsed record: fetched again.
+    entries[0].write_bytes(entries[0].read_bytes()[:-10] + b"0000000000")
+    next(entries[0].parent.glob(f"{entries[0].stem}.*.rec")).unlink()
+    # A parsed record torn or flipped: rebuilt from the raw object, no download.
+    rec = next(entries[1].parent.glob(f"{entries[1].stem}.*.rec"))
+    rec.write_bytes(rec.read_bytes()[:-3])
+    rec2 = next(entries[2].parent.glob(f"{entries[2].stem}.*.rec"))
+    blob = bytearray(rec2.read_bytes())
+    blob[-5] ^= 0xFF
+    rec2.write_bytes(bytes(blob))
     again = build_snapshot(pg_source(store), tmp_path / "b", SPEC, OPTS)
     assert (again.downloaded, again.cached) == (1, first.rows - 1)
     assert tree_digest(tmp_path / "a") == tree_digest(tmp_path / "b")
+    assert len(list(Path(str(store["cache"])).rglob("*.rec"))) == first.rows
 
 
 def test_postgres_down_fails_cleanly(store: dict[str, object], tmp_path: Path) -> None:
     src = PgS3Source(
         dsn="postgresql://edgeops@127.0.0.1:9/ldos", s3_uri=str(store["uri"]), cache=LdoCache(tmp_path)
     )
-    with pytest.raises(ServiceError, match="cannot connect to PostgreSQL at 127.0.0.1:9/ldos"):
+    with pytest.raises(ServiceError, match=r"cannot connect to PostgreSQL at 127\.0\.0\.1:9/ldos"):
         build_snapshot(src, tmp_path / "out", SPEC, OPTS)
     assert not (tmp_path / "out").exists()
 
@@ -288,8 +299,8 @@ def test_cli_snapshot_pg_s3(store: dict[str, object], tmp_path: Path) -> None:
     )
     assert "0 fetched (0.0 MB), 100 from cache" in again.stderr
     down = subprocess.run(
-        [EDGEOPS, "snapshot", "--source", "pg+s3", "--pg", "postgresql://x@127.0.0.1:9/db", "--s3", str(store["uri"]),
-         "--out", str(tmp_path / "never")],
+        [EDGEOPS, "snapshot", "--source", "pg+s3", "--pg", "postgresql://x@127.0.0.1:9/db",
+         "--s3", str(store["uri"]), "--out", str(tmp_path / "never")],
         cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert (

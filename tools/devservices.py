@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import logging
 import os
 import pwd
 import re
@@ -168,31 +169,90 @@ class S3Endpoint:
         }
 
 
-class ThrowawayS3:
-    """moto's S3 API server on 127.0.0.1 and a free port, in a thread of this process."""
+class _Latency:
+    """WSGI middleware: sleep before each response, as a store far away would. The server is threaded, so
+    a sleeping request does not hold up the others (this kernel has no netem to delay packets instead)."""
 
-    def __init__(self) -> None:
+    def __init__(self, app: Any, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    def __call__(self, environ: Any, start_response: Any) -> Any:
+        time.sleep(self.seconds)
+        return self.app(environ, start_response)
+
+
+def _moto_app(latency_ms: float) -> Any:
+    try:
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+    except ImportError as exc:
+        raise ServiceError(
+            f"the S3 API test server needs moto[server] ({exc}); run `make test` once to install "
+            "the dev dependencies"
+        ) from None
+    app = DomainDispatcherApplication(create_backend_app)
+    return _Latency(app, latency_ms / 1000.0) if latency_ms > 0 else app
+
+
+class ThrowawayS3:
+    """moto's S3 API server on 127.0.0.1 and a free port.
+
+    In a thread of this process by default; ``separate_process=True`` runs it in its own interpreter (for
+    benchmarks, so that the server's work does not share the client's GIL). ``latency_ms`` delays every
+    response by that much.
+    """
+
+    def __init__(self, *, latency_ms: float = 0.0, separate_process: bool = False) -> None:
+        self.latency_ms = latency_ms
+        self.separate_process = separate_process
         self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self._proc: subprocess.Popen[str] | None = None
         self.endpoint: S3Endpoint | None = None
 
     def start(self) -> S3Endpoint:
-        try:
-            from moto.server import ThreadedMotoServer
-        except ImportError as exc:
-            raise ServiceError(
-                f"the S3 API test server needs moto[server] ({exc}); run `make test` once to install "
-                "the dev dependencies"
-            ) from None
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        self._server.start()
-        host, port = self._server.get_host_and_port()
-        self.endpoint = S3Endpoint(url=f"http://{host}:{port}")
+        if self.separate_process:
+            import sys
+
+            self._proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "tools.devservices",
+                    "--s3-only",
+                    "--latency-ms",
+                    str(self.latency_ms),
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert self._proc.stdout is not None
+            line = self._proc.stdout.readline()
+            if not line.startswith("http://"):
+                self._proc.kill()
+                raise ServiceError(f"the S3 API server process did not start (said {line.strip()!r})")
+            self.endpoint = S3Endpoint(url=line.strip())
+            return self.endpoint
+        from werkzeug.serving import make_server
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        self._server = make_server("127.0.0.1", 0, _moto_app(self.latency_ms), threaded=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        self.endpoint = S3Endpoint(url=f"http://127.0.0.1:{self._server.server_address[1]}")
         return self.endpoint
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.stop()
+            self._server.shutdown()
             self._server = None
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(timeout=10)
+            self._proc = None
 
     def __enter__(self) -> ThrowawayS3:
         self.start()
@@ -204,10 +264,30 @@ class ThrowawayS3:
         self.stop()
 
 
-def main() -> int:
+def _serve_s3_only(latency_ms: float) -> int:
+    """``--s3-only``: print the endpoint URL on the first line, serve until terminated."""
+    from werkzeug.serving import make_server
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = make_server("127.0.0.1", 0, _moto_app(latency_ms), threaded=True)
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
+    print(f"http://127.0.0.1:{server.server_address[1]}", flush=True)
+    server.serve_forever()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tools.devservices", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--s3-only", action="store_true", help="serve only the S3 API; print its URL first")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="delay every S3 response (default 0)")
+    args = parser.parse_args(argv)
+    if args.s3_only:
+        return _serve_s3_only(args.latency_ms)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with ThrowawayPostgres() as pg, ThrowawayS3() as s3:
+    with ThrowawayPostgres() as pg, ThrowawayS3(latency_ms=args.latency_ms) as s3:
         assert s3.endpoint is not None
         print("# Throwaway services are up; paste these into another shell. Ctrl-C stops and removes them.")
         print(f"export EDGEOPS_PG_DSN={pg.dsn}")

@@ -26,13 +26,16 @@ built beside it and renamed into place only when complete).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import os
 import re
 import shutil
+import struct
 import threading
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -94,7 +97,17 @@ def split_of(ldo_id: str, val_fraction: float, test_fraction: float) -> int:
 
 
 class LdoCache:
-    """Content-addressed store of raw LDO objects: ``<root>/<etag[:2]>/<etag>.json``."""
+    """Content-addressed store of LDO objects, keyed by ETag.
+
+    ``<root>/<etag[:2]>/<etag>.json`` holds the raw object, fsynced before it is renamed into place: it is
+    the source of truth. ``<etag>.<spec>.rec`` holds the same record already parsed and validated against a
+    data interface (``spec``: a digest of channels, window, rate and labels), so that a warm run skips JSON
+    parsing. It is derived data: written without fsync, checked by length and CRC-32 on every read, and
+    rebuilt from the raw object when anything is off.
+    """
+
+    _MAGIC = b"LDOREC1\n"
+    _HEAD = struct.Struct("<4sqqqqB")  # crc-placeholder, product, recipe, asset, created_at µs, validated
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -114,6 +127,71 @@ class LdoCache:
             self.path(etag).unlink(missing_ok=True)
             return None
         return data
+
+    @staticmethod
+    @functools.cache
+    def spec_key(spec: DataSpec) -> str:
+        text = json.dumps([list(spec.channels), spec.window, spec.sample_rate_hz, list(spec.labels)])
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def _rec_path(self, etag: str, spec: DataSpec) -> Path:
+        return self.path(etag).with_suffix(f".{self.spec_key(spec)}.rec")
+
+    def get_parsed(self, etag: str, spec: DataSpec) -> Ldo | None:
+        try:
+            blob = self._rec_path(etag, spec).read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            return self._decode(blob, spec)
+        except (ValueError, struct.error, UnicodeDecodeError):
+            self._rec_path(etag, spec).unlink(missing_ok=True)
+            return None
+
+    def put_parsed(self, etag: str, spec: DataSpec, ldo: Ldo) -> None:
+        path = self._rec_path(etag, spec)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_bytes(self._encode(ldo))
+        os.replace(tmp, path)
+
+    def _encode(self, ldo: Ldo) -> bytes:
+        text = json.dumps([ldo.ldo_id, ldo.created_at.isoformat(), ldo.device_id]).encode()
+        body = (
+            self._HEAD.pack(b"\0\0\0\0", ldo.product_id, ldo.recipe_id, ldo.asset_id,
+                            _micros(ldo.created_at), ldo.validated)
+            + bytes(ldo.labels)
+            + struct.pack("<I", len(text))
+            + text
+            + np.ascontiguousarray(ldo.sensors, dtype="<f4").tobytes()
+        )  # fmt: skip
+        return self._MAGIC + struct.pack("<I", zlib.crc32(body)) + body
+
+    def _decode(self, blob: bytes, spec: DataSpec) -> Ldo:
+        magic_len = len(self._MAGIC)
+        if blob[:magic_len] != self._MAGIC:
+            raise ValueError("bad magic")
+        (crc,) = struct.unpack_from("<I", blob, magic_len)
+        body = memoryview(blob)[magic_len + 4 :]
+        if zlib.crc32(body) != crc:
+            raise ValueError("crc mismatch")
+        _, product, recipe, asset, _micro, validated = self._HEAD.unpack_from(body, 0)
+        off = self._HEAD.size
+        n_labels = len(spec.labels)
+        labels = tuple(body[off : off + n_labels])
+        off += n_labels
+        (text_len,) = struct.unpack_from("<I", body, off)
+        off += 4
+        ldo_id, created, device_id = json.loads(bytes(body[off : off + text_len]))
+        off += text_len
+        n_values = len(spec.channels) * spec.window
+        if len(body) - off != 4 * n_values:
+            raise ValueError("wrong length")
+        sensors = np.frombuffer(body, dtype="<f4", count=n_values, offset=off).reshape(
+            len(spec.channels), spec.window
+        )
+        return Ldo(ldo_id=ldo_id, created_at=datetime.fromisoformat(created), device_id=device_id,
+                   product_id=product, recipe_id=recipe, asset_id=asset, sensors=sensors,
+                   labels=labels, validated=bool(validated))  # fmt: skip
 
     def put(self, etag: str, data: bytes) -> None:
         final = self.path(etag)
@@ -147,6 +225,7 @@ class _Fetched:
     where: str  # s3 URI or file path, for messages
     data: bytes | None  # None when the object could not be had; ``problem`` says why
     problem: tuple[str, str] | None = None  # (field, reason)
+    parsed: Ldo | None = None  # a record the cache already holds parsed and validated for this spec
 
 
 class PgS3Source:
@@ -199,7 +278,7 @@ class PgS3Source:
             return body, None
         raise ServiceError(f"downloading {where}: the body never matched its ETag {etag} after 3 attempts")
 
-    def fetch(self, limit: int, progress: Callable[[int, int], None]) -> Iterator[_Fetched]:
+    def fetch(self, limit: int, spec: DataSpec, progress: Callable[[int, int], None]) -> Iterator[_Fetched]:
         conn = connect(self.dsn)
         try:
             with conn.cursor() as cur:
@@ -213,11 +292,13 @@ class PgS3Source:
                     ) from None
                 self.stats.indexed = int(cur.fetchone()[0])
             conn.rollback()
-            yield from self._fetch_rows(conn, limit, progress)
+            yield from self._fetch_rows(conn, limit, spec, progress)
         finally:
             conn.close()
 
-    def _fetch_rows(self, conn: Any, limit: int, progress: Callable[[int, int], None]) -> Iterator[_Fetched]:
+    def _fetch_rows(
+        self, conn: Any, limit: int, spec: DataSpec, progress: Callable[[int, int], None]
+    ) -> Iterator[_Fetched]:
         client = s3_client(max_pool_connections=self.workers)
         max_in_flight = self.workers * 4
         pending: dict[Future[tuple[bytes | None, tuple[str, str] | None]], tuple[str, str, str]] = {}
@@ -236,10 +317,16 @@ class PgS3Source:
         with ThreadPoolExecutor(self.workers, thread_name_prefix="fetch") as pool:
             try:
                 for ldo_id, key, etag, _created in self._rows(conn, limit):
+                    where = f"s3://{self.uri.bucket}/{key}"
+                    if etag and (parsed := self.cache.get_parsed(etag, spec)) is not None:
+                        self.stats.cached += 1
+                        progress(1, 0)
+                        yield _Fetched(ldo_id, etag, where, None, parsed=parsed)
+                        continue
                     if etag and (cached := self.cache.get(etag)) is not None:
                         self.stats.cached += 1
                         progress(1, len(cached))
-                        yield _Fetched(ldo_id, etag, f"s3://{self.uri.bucket}/{key}", cached)
+                        yield _Fetched(ldo_id, etag, where, cached)
                         continue
                     fut = pool.submit(self._download, client, key, etag)
                     pending[fut] = (ldo_id, key, etag or "")
@@ -269,7 +356,7 @@ class DirSource:
     def describe(self, limit: int) -> dict[str, Any]:
         return {"kind": self.kind, "path": str(self.path), "limit": limit}
 
-    def fetch(self, limit: int, progress: Callable[[int, int], None]) -> Iterator[_Fetched]:
+    def fetch(self, limit: int, spec: DataSpec, progress: Callable[[int, int], None]) -> Iterator[_Fetched]:
         if not self.path.is_dir():
             raise EdgeopsError(
                 f"{self.path}: no such folder of LDO files (make one with `edgeops data synth`)"
@@ -338,22 +425,28 @@ def _collect(source: PgS3Source | DirSource, spec: DataSpec, limit: int) -> _Col
         progress.update(n, nbytes)
 
     try:
-        for item in source.fetch(limit, advance):
+        cache = source.cache if isinstance(source, PgS3Source) else None
+        for item in source.fetch(limit, spec, advance):
 
             def reject(field: str, reason: str, item: _Fetched = item) -> None:
                 got.rejects.append(
                     {"ldo_id": item.ldo_id, "where": item.where, "field": field, "reason": reason}
                 )
 
-            if item.data is None:
+            if item.parsed is not None:
+                ldo = item.parsed
+            elif item.data is None:
                 assert item.problem is not None
                 reject(*item.problem)
                 continue
-            try:
-                ldo = parse_ldo(item.data, spec, source=item.where)
-            except LdoError as exc:
-                reject(exc.field, exc.reason)
-                continue
+            else:
+                try:
+                    ldo = parse_ldo(item.data, spec, source=item.where)
+                except LdoError as exc:
+                    reject(exc.field, exc.reason)
+                    continue
+                if cache is not None and item.etag:
+                    cache.put_parsed(item.etag, spec, ldo)
             if isinstance(source, PgS3Source) and ldo.ldo_id != item.ldo_id:
                 reject("ldo_id", f"the index says {item.ldo_id!r}, the object says {ldo.ldo_id!r}")
                 continue
