@@ -2,7 +2,9 @@
 
 It sits between boto3 and the S3 API server. ``drop_every=N`` closes the connection instead of forwarding
 every Nth request (the client sees the connection closed before any response, as when a load balancer
-drops it); ``down()`` refuses and cuts everything, as when the store goes away; ``up()`` brings it back.
+drops it); ``throttle_every=N`` answers every Nth request itself with S3's ``503 SlowDown`` error, as a
+store under load does; ``down()`` refuses and cuts everything, as when the store goes away; ``up()``
+brings it back.
 """
 
 from __future__ import annotations
@@ -12,13 +14,26 @@ import itertools
 import socket
 import threading
 
+_SLOW_DOWN_BODY = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+    b"<Message>Please reduce your request rate.</Message></Error>"
+)
+_SLOW_DOWN = (
+    b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nConnection: close\r\n"
+    b"Content-Length: " + str(len(_SLOW_DOWN_BODY)).encode() + b"\r\n\r\n" + _SLOW_DOWN_BODY
+)
+
 
 class FaultProxy:
-    def __init__(self, upstream_host: str, upstream_port: int, *, drop_every: int = 0) -> None:
+    def __init__(
+        self, upstream_host: str, upstream_port: int, *, drop_every: int = 0, throttle_every: int = 0
+    ) -> None:
         self.upstream = (upstream_host, upstream_port)
         self.drop_every = drop_every
+        self.throttle_every = throttle_every
         self.requests = 0
         self.dropped = 0
+        self.throttled = 0
         self._counter = itertools.count(1)
         self._lock = threading.Lock()
         self._conns: set[socket.socket] = set()
@@ -82,6 +97,10 @@ class FaultProxy:
                     if self.drop_every and n % self.drop_every == 0:
                         self.dropped += 1
                         break
+                    if self.throttle_every and n % self.throttle_every == 0:
+                        self.throttled += 1
+                        src.sendall(_SLOW_DOWN)
+                        break  # close after answering: the request body (if any) was never forwarded
                 dst.sendall(data)
         except OSError:
             pass

@@ -228,6 +228,23 @@ def test_flaky_store_completes_and_dead_store_fails_cleanly(
         proxy.down()
 
 
+def test_throttled_store_is_retried_with_backoff(
+    store: dict[str, object], tmp_path: Path, s3_env: S3Endpoint, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reference = build_snapshot(DirSource(Path(str(store["data"]))), tmp_path / "ref", SPEC, OPTS)
+    upstream = urlparse(s3_env.url)
+    proxy = FaultProxy(str(upstream.hostname), int(upstream.port or 80), throttle_every=5)
+    proxy.up()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+    try:
+        throttled = build_snapshot(pg_source(store), tmp_path / "t", SPEC, OPTS)
+    finally:
+        proxy.down()
+    assert proxy.throttled >= 40  # every 5th request answered 503 SlowDown...
+    assert throttled.fingerprint == reference.fingerprint  # ...and botocore's retries still got them all
+    assert throttled.downloaded == reference.rows
+
+
 def test_corrupt_cache_entry_is_fetched_again(store: dict[str, object], tmp_path: Path) -> None:
     first = build_snapshot(pg_source(store), tmp_path / "a", SPEC, OPTS)
     entries = sorted(Path(str(store["cache"])).rglob("*.json"))
