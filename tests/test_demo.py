@@ -19,7 +19,8 @@ def test_demo_runs_and_is_honest(tmp_path: Path) -> None:
     assert "150 of 150 records valid" in out
     assert "first load:  seeded 150 LDOs" in out and "second load: nothing to do" in out
     assert "warm: snapshot sha256:" in out and "0 fetched (0.0 MB)" in out
-    assert "Not built yet, so not run" in out and "train (issue #4)" in out
+    assert "Not built yet, so not run" in out and "evaluate, export, publish (issue #5)" in out
+    assert "test split (" in out and (ws / "run" / "weights.safetensors").is_file()
     assert (ws / "snapshot" / "snapshot.json").is_file()
     assert len(list((ws / "ldos").glob("*.json"))) == 150
 

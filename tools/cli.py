@@ -33,7 +33,6 @@ log = logging.getLogger("edgeops")
 
 # Subcommands of ../shared/DESIGN.md that later issues build; the CLI is honest about them meanwhile.
 PLANNED: dict[str, tuple[str, int]] = {
-    "train": ("train the failure-mode model on a snapshot", 4),
     "evaluate": ("evaluate a candidate against the model the fleet runs now", 5),
     "export": ("export a trained run to ONNX (and TensorRT where available)", 5),
     "publish": ("publish a signed, immutable model bundle to the store", 5),
@@ -201,6 +200,37 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from training.config import DEFAULT_CONFIG, load_training_config
+
+    config = Path(args.training_config) if args.training_config else DEFAULT_CONFIG
+    load_training_config(config)  # fail here, with the line, rather than inside N workers
+    if args.nproc < 1:
+        raise EdgeopsError(f"--nproc must be at least 1, got {args.nproc}")
+    if args.nproc == 1:
+        from training.train import EXIT_PREEMPTED, train
+
+        try:
+            train(Path(args.snapshot), load_training_config(config), Path(args.out), resume=args.resume)
+        except SystemExit as stop:
+            if stop.code == EXIT_PREEMPTED:
+                return EXIT_PREEMPTED
+            raise
+        return 0
+    # DDP: one process per device through torchrun, which forwards SIGTERM to every worker.
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
+           "-m", "training.train", "--snapshot", args.snapshot, "--out", args.out,
+           "--config", str(config)]  # fmt: skip
+    if args.resume:
+        cmd.append("--resume")
+    if args.log_json:
+        cmd.append("--log-json")
+    log.info(f"starting {args.nproc} training processes with torchrun")
+    return subprocess.run(cmd, check=False).returncode
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from pipelines.demo import run_demo
 
@@ -312,6 +342,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     snap.add_argument("--training-config", metavar="PATH", help=tc_help)
     snap.set_defaults(handler=cmd_snapshot)
+
+    # train
+    train = sub.add_parser(
+        "train",
+        help="train the failure-mode model on a snapshot",
+        description=(
+            "Train on a snapshot folder into a run folder (checkpoint/, metrics.jsonl, weights.safetensors,\n"
+            "run.json, plots/). SIGTERM saves a checkpoint and exits 143; --resume continues from it."
+        ),
+        formatter_class=_Formatter,
+    )
+    train.add_argument("--snapshot", metavar="DIR", required=True, help="snapshot folder (edgeops snapshot)")
+    train.add_argument("--out", metavar="RUN_DIR", required=True, help="run folder to write")
+    train.add_argument(
+        "--config", dest="training_config", metavar="PATH",
+        help="training config (default training/configs/default.yaml)",
+    )  # fmt: skip
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in RUN_DIR")
+    train.add_argument("--nproc", type=int, default=1, help="DDP processes via torchrun (default 1)")
+    train.set_defaults(handler=cmd_train)
 
     # config
     config = sub.add_parser("config", help="inspect edgeops.yaml")

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from tools.typedyaml import Strict, load_model
 
@@ -41,6 +42,26 @@ class TrainingConfig(Strict):
     asset_vocab: int = 200
     embed_dim: int = 16
     seed: int = 0
+    # model
+    conv_channels: list[int] = Field(default_factory=lambda: [16, 32, 64])
+    first_kernel: int = 8
+    first_stride: int = 4
+    hidden: int = 64
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    # optimisation
+    epochs: int = 30
+    batch_size: int = 256
+    lr: float = Field(default=3e-3, gt=0.0)
+    min_lr_ratio: float = Field(default=0.05, ge=0.0, le=1.0)
+    weight_decay: float = Field(default=0.01, ge=0.0)
+    warmup_epochs: float = Field(default=1.0, ge=0.0)
+    early_stop_patience: int = 5
+    grad_clip: float = Field(default=1.0, ge=0.0)
+    # runtime
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: bool = False
+    bf16: bool = True
+    eval_batch_size: int = 4096
 
     @field_validator("channels", "labels")
     @classmethod
@@ -54,9 +75,14 @@ class TrainingConfig(Strict):
 
     @model_validator(mode="after")
     def _positive(self) -> TrainingConfig:
-        for key in ("window", "product_vocab", "recipe_vocab", "asset_vocab", "embed_dim"):
+        for key in ("window", "product_vocab", "recipe_vocab", "asset_vocab", "embed_dim", "first_kernel",
+                    "first_stride", "hidden", "epochs", "batch_size", "eval_batch_size"):  # fmt: skip
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if not self.conv_channels or min(self.conv_channels) < 1:
+            raise ValueError("conv_channels must list at least one positive channel count")
+        if self.early_stop_patience < 0:
+            raise ValueError(f"early_stop_patience must be >= 0, got {self.early_stop_patience}")
         if not self.sample_rate_hz > 0:
             raise ValueError(f"sample_rate_hz must be positive, got {self.sample_rate_hz}")
         return self

@@ -1,0 +1,171 @@
+"""Training-loop benchmark: the seed's DataLoader style vs `edgeops train`, same model, same samples.
+
+    .venv/bin/python benchmarks/train.py                    # 20,000 LDOs, 3 epochs, CPU (or CUDA if present)
+    .venv/bin/python benchmarks/train.py --device cuda --end-to-end   # + 100,000 LDOs x 50 epochs, timed
+
+Both loops train the same FailureModeModel (default training config) with AdamW and the same batch size on
+the same in-memory snapshot, for the same number of samples, in one process:
+
+- seed style (shared/seeds/001, "for batch in train_loader"): a per-sample ``Dataset`` over the in-memory
+  arrays, ``DataLoader(shuffle=True)`` collating each batch, ``.to(device)`` per batch;
+- ours: ``training.train.train`` itself, timed from its own clock, which also pays for a validation pass
+  and a checkpoint every epoch (the seed style pays for neither), so the ratio is conservative.
+
+Targets (issue #4): >= 2x samples/s on this machine's CPU, >= 10x on a GPU. ``--end-to-end`` also times
+100,000 LDOs x 50 epochs through ``edgeops train`` (snapshot load included; target < 30 s on a GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.numpy import load_file
+from torch.utils.data import DataLoader, Dataset
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from training.config import TrainingConfig, load_training_config  # noqa: E402
+from training.data.synth import write_dataset  # noqa: E402
+from training.model import FailureModeModel  # noqa: E402
+from training.snapshot import DirSource, SnapshotOptions, build_snapshot  # noqa: E402
+from training.train import train  # noqa: E402
+
+
+class LdoDataset(Dataset[tuple[torch.Tensor, ...]]):
+    """The seed's way: one Python call and five small tensors per sample."""
+
+    def __init__(self, arrays: dict[str, object], rows: object) -> None:
+        self.a = arrays
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+        r = self.rows[i]  # type: ignore[index]
+        a = self.a
+        return (
+            torch.from_numpy(a["sensors"][r]),  # type: ignore[index]
+            torch.tensor(a["product_id"][r]),  # type: ignore[index]
+            torch.tensor(a["recipe_id"][r]),  # type: ignore[index]
+            torch.tensor(a["asset_id"][r]),  # type: ignore[index]
+            torch.from_numpy(a["labels"][r].astype("float32")),  # type: ignore[index]
+        )
+
+
+def seed_style(snapshot: Path, cfg: TrainingConfig, epochs: int, device: torch.device) -> tuple[int, float]:
+    arrays = load_file(str(snapshot / "tensors.safetensors"))
+    meta = json.loads((snapshot / "snapshot.json").read_text())
+    rows = (arrays["split"] == 0).nonzero()[0]
+    train_x = torch.from_numpy(arrays["sensors"][rows])
+    torch.manual_seed(cfg.seed)
+    model = FailureModeModel(cfg, meta["vocabularies"], train_x.mean(dim=(0, 2)), train_x.std(dim=(0, 2))).to(
+        device
+    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loader = DataLoader(LdoDataset(arrays, rows), batch_size=cfg.batch_size, shuffle=True)
+    model.train()
+    start = time.perf_counter()
+    for _epoch in range(epochs):
+        for batch in loader:
+            sensors, product, recipe, asset, labels = (t.to(device) for t in batch)
+            optimizer.zero_grad()
+            loss = F.binary_cross_entropy_with_logits(model(sensors, product, recipe, asset), labels)
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return len(rows) * epochs, time.perf_counter() - start
+
+
+def ours(snapshot: Path, cfg: TrainingConfig, epochs: int, out: Path) -> tuple[int, float]:
+    cfg = cfg.model_copy(update={"epochs": epochs, "early_stop_patience": 0})
+    result = train(snapshot, cfg, out)
+    train_rows = json.loads((snapshot / "snapshot.json").read_text())["counts"]["splits"]["train"]
+    return train_rows * result["epochs_run"], float(result["timing"]["wall_seconds"])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=20_000, help="LDOs in the snapshot (default 20000)")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs for each loop (default 3)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--end-to-end", action="store_true", help="also time 100,000 LDOs x 50 epochs")
+    args = parser.parse_args()
+    cfg = load_training_config().model_copy(update={"device": args.device})
+    device = torch.device(
+        "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    )
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    print(
+        f"== device: {gpu or 'CPU'} ({torch.get_num_threads()} threads), torch {torch.__version__}",
+        flush=True,
+    )
+
+    with tempfile.TemporaryDirectory(prefix="edgeops-train-bench-") as tmp:
+        work = Path(tmp)
+        spec = cfg.data_spec()
+        write_dataset(work / "ldos", args.n, 0, spec)
+        build_snapshot(DirSource(work / "ldos"), work / "snap", spec, SnapshotOptions(limit=10**7))
+        print(
+            f"== snapshot of {args.n} LDOs ready; batch size {cfg.batch_size}, {args.epochs} epochs each",
+            flush=True,
+        )
+
+        n_seed, t_seed = seed_style(work / "snap", cfg, args.epochs, device)
+        print(f"   seed style: {n_seed} samples in {t_seed:.2f}s", flush=True)
+        n_ours, t_ours = ours(work / "snap", cfg, args.epochs, work / "run")
+        print(
+            f"   ours:       {n_ours} samples in {t_ours:.2f}s (validation + checkpoint every epoch included)"
+        )
+        assert n_seed == n_ours
+
+        r_seed, r_ours = n_seed / t_seed, n_ours / t_ours
+        target = 10 if device.type == "cuda" else 2
+        print()
+        print(f"{'':26}{'samples':>9}{'seconds':>10}{'samples/s':>12}")
+        print(f"{'seed style (DataLoader)':26}{n_seed:>9}{t_seed:>10.2f}{r_seed:>12.0f}")
+        print(f"{'edgeops train':26}{n_ours:>9}{t_ours:>10.2f}{r_ours:>12.0f}")
+        verdict = "meets" if r_ours / r_seed >= target else "MISSES"
+        print(
+            f"\nratio: {r_ours / r_seed:.1f}x  (target >= {target}x on {'GPU' if gpu else 'CPU'}: {verdict})"
+        )
+
+        if args.end_to_end:
+            print(
+                "\n== end to end: 100,000 LDOs x 50 epochs through `edgeops train` (snapshot load included)"
+            )
+            write_dataset(work / "ldos100k", 100_000, 1, spec)
+            build_snapshot(
+                DirSource(work / "ldos100k"), work / "snap100k", spec, SnapshotOptions(limit=10**7)
+            )
+            cfg_path = work / "e2e.yaml"
+            text = (REPO / "training/configs/default.yaml").read_text()
+            text = text.replace("epochs: 30 ", "epochs: 50 ").replace(
+                "early_stop_patience: 5 ", "early_stop_patience: 0 "
+            )
+            cfg_path.write_text(text)
+            edgeops = str(Path(sys.executable).parent / "edgeops")
+            start = time.perf_counter()
+            subprocess.run(
+                [edgeops, "train", "--snapshot", str(work / "snap100k"), "--out", str(work / "e2e"),
+                 "--config", str(cfg_path)], check=True,
+            )  # fmt: skip
+            total = time.perf_counter() - start
+            print(
+                f"end to end: {total:.1f}s  (target < 30 s on a GPU: {'meets' if total < 30 else 'MISSES'})"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,122 @@
+"""The failure-mode model: raw LDO values in, per-mode logits (or probabilities) out.
+
+    model = FailureModeModel(cfg, vocabularies, mean, std)      # (B, C, T) float32 + 3 x (B,) int64 raw ids
+    probs = WithProbabilities(model)(sensors, product_id, recipe_id, asset_id)  # (B, L)
+
+Everything a node would otherwise have to reimplement lives inside the graph as buffers, so training and
+the edge runtime cannot drift apart (DESIGN.md, "Model interface"):
+
+- per-channel normalisation statistics of the training split (``sensor_mean``, ``sensor_std``);
+- the raw-id -> embedding-row tables (``*_vocab``): row 0 is the reserved "unknown" row, so an id never
+  seen in training is not an error. The lookup is a comparison against the vocabulary, summed: no
+  data-dependent control flow, so ONNX export and TensorRT builds see a static graph.
+
+Layers: a few strided 1-D convolutions over the window (batch norm, ReLU), mean- and max-pooled over time;
+embeddings of product, recipe and asset; an MLP head with one logit per failure mode (multi-label).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from training.config import TrainingConfig
+
+__all__ = ["ID_INPUTS", "FailureModeModel", "WithProbabilities", "count_parameters"]
+
+ID_INPUTS = ("product_id", "recipe_id", "asset_id")
+
+
+class _IdEmbedding(nn.Module):
+    """Raw id -> embedding, with row 0 for ids outside the vocabulary."""
+
+    vocab: Tensor
+    rows: Tensor
+
+    def __init__(self, vocabulary: Sequence[int], capacity: int, dim: int) -> None:
+        super().__init__()
+        ids = list(vocabulary)[: capacity - 1]
+        self.register_buffer("vocab", torch.tensor(ids, dtype=torch.int64))  # (V,)
+        self.register_buffer("rows", torch.arange(1, len(ids) + 1, dtype=torch.int64))  # (V,)
+        self.embedding = nn.Embedding(capacity, dim)
+
+    def forward(self, raw: Tensor) -> Tensor:  # (B,) int64 -> (B, dim)
+        match = raw.unsqueeze(1) == self.vocab.unsqueeze(0)  # (B, V)
+        index = (match.to(torch.int64) * self.rows).sum(dim=1)  # (B,) 0 when unknown
+        out: Tensor = self.embedding(index)
+        return out
+
+
+class FailureModeModel(nn.Module):
+    sensor_mean: Tensor  # (1, C, 1) buffers: part of the weights file and of the exported graph
+    sensor_std: Tensor
+
+    def __init__(
+        self,
+        cfg: TrainingConfig,
+        vocabularies: Mapping[str, Sequence[int]],
+        sensor_mean: Tensor,
+        sensor_std: Tensor,
+    ) -> None:
+        super().__init__()
+        n_channels, n_labels = len(cfg.channels), len(cfg.labels)
+        self.register_buffer("sensor_mean", sensor_mean.reshape(1, n_channels, 1).to(torch.float32))
+        self.register_buffer(
+            "sensor_std", sensor_std.reshape(1, n_channels, 1).clamp_min(1e-6).to(torch.float32)
+        )
+        capacities = {
+            "product_id": cfg.product_vocab,
+            "recipe_id": cfg.recipe_vocab,
+            "asset_id": cfg.asset_vocab,
+        }
+        self.ids = nn.ModuleDict(
+            {
+                name: _IdEmbedding(vocabularies.get(name, []), capacities[name], cfg.embed_dim)
+                for name in ID_INPUTS
+            }
+        )
+        layers: list[nn.Module] = []
+        in_ch = n_channels
+        for i, out_ch in enumerate(cfg.conv_channels):
+            kernel, stride = (cfg.first_kernel, cfg.first_stride) if i == 0 else (5, 2)
+            layers += [
+                nn.Conv1d(in_ch, out_ch, kernel, stride=stride, padding=kernel // 2, bias=False),
+                nn.BatchNorm1d(out_ch),
+                nn.ReLU(),
+            ]
+            in_ch = out_ch
+        self.encoder = nn.Sequential(*layers)
+        self.head = nn.Sequential(
+            nn.Linear(2 * in_ch + len(ID_INPUTS) * cfg.embed_dim, cfg.hidden),
+            nn.ReLU(),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(cfg.hidden, n_labels),
+        )
+
+    def forward(self, sensors: Tensor, product_id: Tensor, recipe_id: Tensor, asset_id: Tensor) -> Tensor:
+        x = (sensors - self.sensor_mean) / self.sensor_std  # (B, C, T), raw values normalised in-graph
+        h = self.encoder(x)  # (B, F, T')
+        pooled = torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=1)  # (B, 2F)
+        context = [
+            self.ids[name](raw)
+            for name, raw in zip(ID_INPUTS, (product_id, recipe_id, asset_id), strict=True)
+        ]
+        logits: Tensor = self.head(torch.cat([pooled, *context], dim=1))  # (B, L)
+        return logits
+
+
+class WithProbabilities(nn.Module):
+    """The exported and deployed form: the same inputs, ``probabilities`` (B, L) out."""
+
+    def __init__(self, model: FailureModeModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, sensors: Tensor, product_id: Tensor, recipe_id: Tensor, asset_id: Tensor) -> Tensor:
+        return torch.sigmoid(self.model(sensors, product_id, recipe_id, asset_id))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
