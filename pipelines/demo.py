@@ -148,9 +148,8 @@ def run_demo(*, workspace: Path, n: int, seed: int, config_path: str | None) -> 
         result = train(ws / "snapshot", tcfg, ws / "run")
         test = result["metrics"].get("test", result["metrics"]["val"])
         seconds, params = result["timing"]["wall_seconds"], result["model"]["parameters"]
-        _say(
-            f"   {result['epochs_run']} epochs (best {result['best_epoch']}) in {seconds:.1f}s, {params} parameters"
-        )
+        epochs = f"{result['epochs_run']} epochs (best {result['best_epoch']})"
+        _say(f"   {epochs} in {seconds:.1f}s, {params} parameters")
         _say(
             f"   test split ({test['n']} windows): subset accuracy {test['subset_accuracy']:.3f} vs "
             f"{test['healthy_baseline_subset_accuracy']:.3f} for always-healthy; "
