@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from tests.conftest import EDGEOPS, REPO
 from training.config import load_training_config
 from training.data.synth import write_dataset
-from training.interface import INPUT_NAMES as INPUTS
+from training.export import export_onnx
 from training.interface import interface_hash
 from training.model import FailureModeModel, WithProbabilities, count_parameters
 from training.snapshot import DirSource, SnapshotOptions, build_snapshot
@@ -178,13 +178,12 @@ def test_model_takes_raw_values_and_exports_to_onnx(tmp_path: Path) -> None:
     wrapped = WithProbabilities(model).eval()
     x = torch.randn(5, 4, 128) + torch.tensor([0.0, 0.0, 55.0, 9.0]).view(1, 4, 1)
     ids = (torch.tensor([3, 5, 8, 42, 0]), torch.tensor([1, 2, 1, 9, 2]), torch.tensor([1, 2, 3, 500, 7]))
-    path = tmp_path / "model.onnx"
-    torch.onnx.export(
-        wrapped, (x, *ids), str(path), dynamo=False, opset_version=17,
-        input_names=list(INPUTS), output_names=["probabilities"],
-        dynamic_axes={n: {0: "B"} for n in (*INPUTS, "probabilities")},
-    )  # fmt: skip
-    graph = onnx.load(str(path)).graph
+    path = export_onnx(model, tmp_path / "model.onnx", SPEC)
+    proto = onnx.load(str(path))
+    graph = proto.graph
+    assert [i.name for i in graph.input] == ["sensors", "product_id", "recipe_id", "asset_id"]
+    assert [o.name for o in graph.output] == ["probabilities"]
+    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
     assert not {n.op_type for n in graph.node} & {
         "If",
         "Loop",

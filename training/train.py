@@ -191,7 +191,10 @@ def train(snapshot_dir: Path, cfg: TrainingConfig, out: Path, *, resume: bool = 
     step_fn = torch.compile(net) if cfg.compile else net
 
     optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
+    # A last partial batch smaller than the number of processes would leave a rank without rows (and DDP's
+    # all-reduce waiting for it): drop it in that case only.
+    full, remainder = divmod(len(train_idx), cfg.batch_size)
+    steps_per_epoch = full + (1 if remainder >= world else 0)
     sched = torch.optim.lr_scheduler.LambdaLR(optim, _schedule(cfg, steps_per_epoch))
     order = torch.Generator().manual_seed(cfg.seed)  # batch order, drawn on CPU for every device
 
