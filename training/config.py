@@ -43,7 +43,7 @@ class TrainingConfig(Strict):
     embed_dim: int = 16
     seed: int = 0
     # model
-    conv_channels: list[int] = Field(default_factory=lambda: [16, 32, 64])
+    conv_channels: list[int] = Field(default_factory=lambda: [16, 32, 32])
     first_kernel: int = 8
     first_stride: int = 4
     hidden: int = 64
