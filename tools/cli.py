@@ -33,11 +33,6 @@ log = logging.getLogger("edgeops")
 
 # Subcommands of ../shared/DESIGN.md that later issues build; the CLI is honest about them meanwhile.
 PLANNED: dict[str, tuple[str, int]] = {
-    "evaluate": ("evaluate a candidate against the model the fleet runs now", 5),
-    "export": ("export a trained run to ONNX (and TensorRT where available)", 5),
-    "publish": ("publish a signed, immutable model bundle to the store", 5),
-    "keygen": ("make an Ed25519 release-signing key pair", 5),
-    "verify": ("verify a published bundle's digests and signature", 5),
     "render": ("build a ring's manifests with kustomize", 6),
     "validate": ("validate manifests (and release PRs) before they merge", 6),
     "updater": ("the edge model-updater agent", 6),
@@ -231,6 +226,105 @@ def cmd_train(args: argparse.Namespace) -> int:
     return subprocess.run(cmd, check=False).returncode
 
 
+def _repo_root(args: argparse.Namespace) -> Path:
+    from tools.config import find_config
+
+    return find_config(args.config).parent
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from training.evaluate import evaluate_run, load_fleet_model
+
+    cfg = _config(args)
+    fleet_ring = cfg.rings[cfg.ring_order()[-1]]
+    release = (
+        Path(args.fleet_release)
+        if args.fleet_release
+        else _repo_root(args) / fleet_ring.path / "release.yaml"
+    )
+    fleet = load_fleet_model(release)
+    if fleet is None:
+        log.info(f"no fleet model yet ({release} names no release): the candidate is judged on its own")
+    report = evaluate_run(Path(args.snapshot), Path(args.run), cfg.gates.evaluation, fleet)
+    for g in report["gates"]:
+        value = "n/a" if g["value"] is None else g["value"]
+        mark = "PASS" if g["passed"] else "FAIL"
+        print(f"{mark}  {g['name']:<28} value {value!s:<10} threshold {g['threshold']}  ({g['detail']})")
+    verdict = "passed" if report["passed"] else "FAILED"
+    log.info(f"evaluation {verdict}; details in {Path(args.run) / 'evaluation.json'}")
+    return 0 if report["passed"] else 1
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from training.export import export_run
+
+    report = export_run(Path(args.run), Path(args.snapshot) if args.snapshot else None)
+    engine = report["engine"]
+    if not engine.get("built"):  # type: ignore[attr-defined]
+        print(f"engine: not built ({engine['reason']})")  # type: ignore[index]
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    import os
+
+    from tools.signing import load_private_key
+    from training.publish import publish_run
+
+    cfg = _config(args)
+    store = args.store or cfg.store.bundles
+    if store.startswith("file://") and not store.startswith("file:///"):
+        store = f"file://{_repo_root(args) / store[len('file://') :]}"
+    dsn = args.pg or os.environ.get("EDGEOPS_PG_DSN")
+    outcome = publish_run(
+        Path(args.run), store, private_key=load_private_key(), gpu_hour_usd=cfg.cost.gpu_hour_usd, dsn=dsn
+    )
+    registry = "registered in model_versions" if outcome.registered else "no registry DSN: not registered"
+    log.info(f"{outcome.outcome} {outcome.version} at {outcome.uri} ({registry})")
+    print(outcome.uri)
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    import os
+
+    from tools.signing import generate_keypair
+
+    private_pem, public_pem = generate_keypair()
+    priv, pub = Path(args.private_key), Path(args.public_key)
+    for path in (priv, pub):
+        if path.exists() and not args.force:
+            raise EdgeopsError(
+                f"{path} exists; pass --force to replace it (old signatures stay valid for the old key)"
+            )
+    priv.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(
+        priv, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600
+    )  # private: owner-only from the first byte
+    with os.fdopen(fd, "wb") as f:
+        f.write(private_pem)
+    pub.parent.mkdir(parents=True, exist_ok=True)
+    pub.write_bytes(public_pem)
+    log.info(
+        f"wrote the private key to {priv} (keep it out of git: store it as the EDGEOPS_SIGNING_KEY secret) "
+        f"and the public key to {pub} (commit it)"
+    )
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from tools.bundle import verify_bundle_uri
+    from tools.signing import key_id, load_public_key
+
+    key_path = (
+        Path(args.public_key) if args.public_key else _repo_root(args) / _config(args).signing.public_key
+    )
+    public = load_public_key(key_path)
+    report = verify_bundle_uri(args.bundle, public)
+    print(f"OK {report.version}: {len(report.files)} files match SHA256SUMS, signed by key {key_id(public)}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from pipelines.demo import run_demo
 
@@ -362,6 +456,58 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in RUN_DIR")
     train.add_argument("--nproc", type=int, default=1, help="DDP processes via torchrun (default 1)")
     train.set_defaults(handler=cmd_train)
+
+    # evaluate / export / publish / keygen / verify
+    ev = sub.add_parser(
+        "evaluate",
+        help="evaluate a candidate against the model the fleet runs now; apply the gates",
+        description="Score the run's model and the fleet's on the snapshot's test split; write\n"
+        "evaluation.json. "
+        "Exit 0 when every gate of edgeops.yaml (gates.evaluation) passes, 1 otherwise.",
+        formatter_class=_Formatter,
+    )
+    ev.add_argument("--snapshot", metavar="DIR", required=True, help="snapshot folder (its test split)")
+    ev.add_argument("--run", metavar="RUN_DIR", required=True, help="the candidate's run folder")
+    ev.add_argument(
+        "--fleet-release", metavar="PATH", help="release file of the fleet (default: last ring's)"
+    )
+    ev.set_defaults(handler=cmd_evaluate)
+
+    ex = sub.add_parser(
+        "export", help="export a run to ONNX (and TensorRT where available), with parity and latency"
+    )
+    ex.add_argument("--run", metavar="RUN_DIR", required=True, help="the run folder; writes RUN_DIR/export/")
+    ex.add_argument("--snapshot", metavar="DIR", help="snapshot for parity checks (default: the run's)")
+    ex.set_defaults(handler=cmd_export)
+
+    pub = sub.add_parser(
+        "publish",
+        help="publish a signed, immutable model bundle to the store",
+        description="Needs the signing key in EDGEOPS_SIGNING_KEY (PEM text) or EDGEOPS_SIGNING_KEY_FILE.",
+    )
+    pub.add_argument("--run", metavar="RUN_DIR", required=True, help="an evaluated and exported run folder")
+    pub.add_argument(
+        "--store", metavar="URI", help="s3://bucket/prefix or file:///path (default: store.bundles)"
+    )
+    pub.add_argument(
+        "--pg", metavar="DSN", help="register the version there (default: $EDGEOPS_PG_DSN, if set)"
+    )
+    pub.set_defaults(handler=cmd_publish)
+
+    kg = sub.add_parser("keygen", help="make an Ed25519 release-signing key pair")
+    kg.add_argument(
+        "--private-key", metavar="PATH", required=True, help="where to write the private key (0600)"
+    )
+    kg.add_argument(
+        "--public-key", metavar="PATH", default="environments/release-signing.pub", help="public key"
+    )
+    kg.add_argument("--force", action="store_true", help="replace existing key files")
+    kg.set_defaults(handler=cmd_keygen)
+
+    ver = sub.add_parser("verify", help="verify a published bundle's digests and signature")
+    ver.add_argument("bundle", metavar="BUNDLE_URI", help="e.g. s3://bucket/prefix/models/v1.2/")
+    ver.add_argument("--public-key", metavar="FILE", help="default: signing.public_key of edgeops.yaml")
+    ver.set_defaults(handler=cmd_verify)
 
     # config
     config = sub.add_parser("config", help="inspect edgeops.yaml")

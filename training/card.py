@@ -1,0 +1,98 @@
+"""The model card: ``model.json`` for machines, ``MODEL_CARD.md`` for the reviewer (jinja2 template).
+
+Built from what the run left behind (``run.json``, ``evaluation.json``, ``export/export.json``) plus the
+version and artifact digests known at publish time. The same dictionary feeds both files, so they cannot
+disagree.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from training.interface import interface_descriptor
+
+__all__ = ["ROLLBACK_TEXT", "build_card", "render_card"]
+
+_TEMPLATES = Path(__file__).parent / "templates"
+
+ROLLBACK_TEXT = (
+    "Revert the pull request that set this version in a ring (`git revert <merge commit>` and open a PR, or "
+    "`edgeops rollback --ring <ring>`, which does exactly that). Once merged, Argo CD syncs the ring and "
+    "each node's model-updater swaps back to the previous version from its local cache, without a download."
+)
+
+
+def build_card(
+    *,
+    version: str,
+    run_dir: Path,
+    artifacts: dict[str, dict[str, Any]],
+    gpu_hour_usd: float,
+) -> dict[str, Any]:
+    run = json.loads((run_dir / "run.json").read_text())
+    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    export = json.loads((run_dir / "export" / "export.json").read_text())
+    from training.config import TrainingConfig
+
+    cfg = TrainingConfig.model_validate(run["config"])
+    spec = cfg.data_spec()
+    snapshot_meta_path = Path(run["snapshot"]["path"]) / "snapshot.json"
+    splits = (
+        json.loads(snapshot_meta_path.read_text())["counts"]["splits"] if snapshot_meta_path.is_file() else {}
+    )
+    timing = run["timing"]
+    return {
+        "format": "edgeops-model/v1",
+        "version": version,
+        "interface": run["interface"],
+        "interface_descriptor": interface_descriptor(spec),
+        "labels": list(spec.labels),
+        "thresholds": run["thresholds"],
+        "dataset": {
+            "fingerprint": run["snapshot"]["fingerprint"],
+            "rows": run["snapshot"]["rows"],
+            "splits": {k: splits.get(k, 0) for k in ("train", "val", "test")},
+        },
+        "source": {"commit": run["source"]["commit"], "run": run_dir.name, "torch": run["source"]["torch"]},
+        "config": run["config"],
+        "training": {
+            "wall_seconds": timing["wall_seconds"],
+            "device": timing["device"],
+            "gpu": timing["gpu"],
+            "world_size": timing["world_size"],
+            "gpu_hours": timing["gpu_hours"],
+            "gpu_hour_usd": gpu_hour_usd,
+            "cost_usd": round(timing["gpu_hours"] * gpu_hour_usd, 4),
+            "epochs_run": run["epochs_run"],
+            "best_epoch": run["best_epoch"],
+        },
+        "metrics": evaluation["candidate"],
+        "fleet": evaluation["fleet"]
+        and {
+            "version": evaluation["fleet"]["version"],
+            "bundle": evaluation["fleet"]["bundle"],
+            "metrics": evaluation["fleet"]["metrics"],
+        },
+        "gates": evaluation["gates"],
+        "gates_passed": evaluation["passed"],
+        "latency_cpu_onnxruntime": export["latency_cpu_onnxruntime"],
+        "parity": export["parity"],
+        "engine": export["engine"],
+        "artifacts": artifacts,
+        "rollback": ROLLBACK_TEXT,
+    }
+
+
+def render_card(card: dict[str, Any]) -> str:
+    env = Environment(
+        loader=FileSystemLoader(_TEMPLATES),
+        undefined=StrictUndefined,  # a missing field is an error, not an empty cell
+        autoescape=False,  # noqa: S701 (Markdown, not HTML)
+        keep_trailing_newline=True,
+        trim_blocks=True,
+    )
+    return env.get_template("model_card.md.j2").render(card=card)
