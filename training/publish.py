@@ -62,10 +62,10 @@ def _register(dsn: str | None, card: dict[str, Any], uri: str) -> bool:
             cur.execute(
                 "INSERT INTO model_versions (version, interface, bundle_uri, dataset, git_commit, metrics) "
                 "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (version) DO UPDATE SET "
-                "interface = EXCLUDED.interface, bundle_uri = EXCLUDED.bundle_uri, dataset = EXCLUDED.dataset, "
-                "git_commit = EXCLUDED.git_commit, metrics = EXCLUDED.metrics",
-                (card["version"], card["interface"], uri, card["dataset"]["fingerprint"], card["source"]["commit"],
-                 json.dumps(card["metrics"])),
+                "interface = EXCLUDED.interface, bundle_uri = EXCLUDED.bundle_uri, "
+                "dataset = EXCLUDED.dataset, git_commit = EXCLUDED.git_commit, metrics = EXCLUDED.metrics",
+                (card["version"], card["interface"], uri, card["dataset"]["fingerprint"],
+                 card["source"]["commit"], json.dumps(card["metrics"])),
             )  # fmt: skip
     finally:
         conn.close()
@@ -87,7 +87,9 @@ def publish_run(
     evaluation = json.loads(evaluation_path.read_text())
     if not evaluation["passed"]:
         failed = ", ".join(g["name"] for g in evaluation["gates"] if not g["passed"])
-        raise EdgeopsError(f"{run_dir}: the candidate failed its gates ({failed}); it is not a release candidate")
+        raise EdgeopsError(
+            f"{run_dir}: the candidate failed its gates ({failed}); it is not a release candidate"
+        )
     if not (export_dir / "export.json").is_file():
         raise EdgeopsError(f"{run_dir}: not exported yet; run `edgeops export --run {run_dir}` first")
 
@@ -109,7 +111,10 @@ def publish_run(
         sums = parse_sha256sums(store.get(f"models/{existing}/SHA256SUMS"))
         if all(sums.get(name) == digest for name, digest in ours.items()):
             uri = store.url(f"models/{existing}") + "/"
-            log.info(f"this model is already published as {existing}: nothing to do", extra={"fields": {"uri": uri}})
+            log.info(
+                f"this model is already published as {existing}: nothing to do",
+                extra={"fields": {"uri": uri}},
+            )
             return PublishOutcome(existing, uri, "identical", registered=False)
 
     latest_interface = None
