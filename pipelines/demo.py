@@ -23,7 +23,6 @@ log = logging.getLogger("edgeops.demo")
 _MARKER = ".edgeops-demo-workspace"
 
 NOT_BUILT = [
-    ("evaluate, export, publish", 5),
     ("manifests, model-updater, fleet simulation", 6),
     ("release PR, promotion, rollback", 7),
     ("pipeline runner, workflows", 8),
@@ -142,10 +141,11 @@ def run_demo(*, workspace: Path, n: int, seed: int, config_path: str | None) -> 
             _say(f"   {snap.summary()}")
             done.append("snapshotted them from the folder")
 
-    with _step("5. Train the failure-mode model on the snapshot (CPU)"):
+    with _step("5. Train the failure-mode model on the snapshot (CPU, training/configs/demo.yaml)"):
+        from training.config import DEMO_CONFIG
         from training.train import train
 
-        result = train(ws / "snapshot", tcfg, ws / "run")
+        result = train(ws / "snapshot", load_training_config(DEMO_CONFIG), ws / "run")
         test = result["metrics"].get("test", result["metrics"]["val"])
         seconds, params = result["timing"]["wall_seconds"], result["model"]["parameters"]
         epochs = f"{result['epochs_run']} epochs (best {result['best_epoch']})"
@@ -160,6 +160,43 @@ def run_demo(*, workspace: Path, n: int, seed: int, config_path: str | None) -> 
             _say(f"{line}  threshold {m['threshold']:.2f}")
         _say(f"   run folder: {ws / 'run'} (weights, metrics.jsonl, run.json, plots/)")
         done.append(f"trained a model (test subset accuracy {test['subset_accuracy']:.3f})")
+
+    with _step("6. Evaluate against the fleet model, export to ONNX, publish a signed bundle"):
+        from tools.bundle import verify_bundle_uri
+        from tools.signing import generate_keypair, key_id, load_private_key, load_public_key
+        from training.evaluate import evaluate_run
+        from training.export import export_run
+        from training.publish import publish_run
+
+        report = evaluate_run(ws / "snapshot", ws / "run", cfg.gates.evaluation, None)
+        for g in report["gates"]:
+            value = "n/a" if g["value"] is None else g["value"]
+            mark = "PASS" if g["passed"] else "FAIL"
+            _say(f"   {mark} {g['name']:<28} {value!s:<9} (threshold {g['threshold']})")
+        export = export_run(ws / "run")
+        lat, engine = export["latency_cpu_onnxruntime"]["batch_1"], export["engine"]
+        parity = export["parity"]["max_abs_diff"]
+        _say(f"   ONNX parity max |diff| {parity:.1e}; CPU latency p50 {lat['p50_ms']:.3f} ms at batch 1")
+        engine_text = "built" if engine.get("built") else f"not built ({engine['reason']})"
+        _say(f"   TensorRT engine: {engine_text}")
+        if report["passed"]:
+            # A throwaway signing key for the demo only; a fork makes its own with `edgeops keygen`.
+            private_pem, public_pem = generate_keypair()
+            (ws / "demo-signing.pub").write_bytes(public_pem)
+            signing_key = load_private_key({"EDGEOPS_SIGNING_KEY": private_pem.decode()})
+            store = f"file://{(ws / 'store').resolve()}"
+            outcome = publish_run(
+                ws / "run", store, private_key=signing_key, gpu_hour_usd=cfg.cost.gpu_hour_usd
+            )
+            verified = verify_bundle_uri(outcome.uri, load_public_key(ws / "demo-signing.pub"))
+            signer = key_id(signing_key.public_key())
+            _say(f"   published {outcome.version} at {outcome.uri}")
+            _say(f"   verified: {len(verified.files)} files match SHA256SUMS, signed by key {signer}")
+            _say(f"   model card: {ws / 'run' / 'MODEL_CARD.md'}")
+            done.append(f"published it as {outcome.version}, signed and verified")
+        else:
+            _say("   not published: the candidate failed its gates (see above)")
+            done.append("evaluated it (gates failed: not published)")
 
     _say(f"\nedgeops demo: finished in {time.monotonic() - total_start:.1f}s. Done: {'; '.join(done)}.")
     _say("Not built yet, so not run (the demo grows as these land):")

@@ -260,8 +260,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     report = export_run(Path(args.run), Path(args.snapshot) if args.snapshot else None)
     engine = report["engine"]
-    if not engine.get("built"):  # type: ignore[attr-defined]
-        print(f"engine: not built ({engine['reason']})")  # type: ignore[index]
+    if not engine.get("built"):
+        print(f"engine: not built ({engine['reason']})")
     return 0
 
 
@@ -522,7 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run every stage built so far in a fresh workspace; say what was and was not done.",
     )
     demo.add_argument("--workspace", default=".edgeops/demo", help="workspace folder (default .edgeops/demo)")
-    demo.add_argument("--n", type=int, default=2000, help="synthetic LDOs to generate (default 2000)")
+    demo.add_argument("--n", type=int, default=6000, help="synthetic LDOs to generate (default 6000)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.set_defaults(handler=cmd_demo)
 

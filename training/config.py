@@ -15,9 +15,10 @@ from pydantic import Field, field_validator, model_validator
 
 from tools.typedyaml import Strict, load_model
 
-__all__ = ["DEFAULT_CONFIG", "DataSpec", "TrainingConfig", "load_training_config"]
+__all__ = ["DEFAULT_CONFIG", "DEMO_CONFIG", "DataSpec", "TrainingConfig", "load_training_config"]
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
+DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"  # the default, tuned for a few thousand LDOs
 
 
 @dataclass(frozen=True)

@@ -128,17 +128,18 @@ def _predict(
 
 
 def _git_commit() -> str | None:
+    """HEAD of the checkout the code runs from, with ``-dirty`` when it has uncommitted changes."""
+    here = Path(__file__).parent
     try:
         head = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).parent,
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=here
         )
+        status = ["git", "status", "--porcelain", "--untracked-files=no"]
+        dirty = subprocess.run(status, capture_output=True, text=True, check=True, cwd=here).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
-    return head.stdout.strip() or None
+    commit = head.stdout.strip()
+    return f"{commit}-dirty" if commit and dirty else commit or None
 
 
 def train(snapshot_dir: Path, cfg: TrainingConfig, out: Path, *, resume: bool = False) -> dict[str, Any]:
