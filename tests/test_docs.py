@@ -1,0 +1,22 @@
+"""The docs stay true to the code: the list of unbuilt commands matches the CLI's."""
+
+from __future__ import annotations
+
+import re
+
+from tests.conftest import REPO
+from tools.cli import PLANNED
+
+
+def test_architecture_lists_exactly_the_unbuilt_commands() -> None:
+    text = (REPO / "docs" / "architecture.md").read_text()
+    para = text[text.index("Commands of the design that are not built yet") :].split("\n\n")[0]
+    assert set(re.findall(r"`([a-z-]+)`", para)) == set(PLANNED)
+
+
+def test_every_doc_linked_from_the_readme_exists() -> None:
+    readme = (REPO / "README.md").read_text()
+    links = re.findall(r"\]\((docs/[^)]+)\)", readme)
+    assert links, "the README links its docs"
+    for link in links:
+        assert (REPO / link).is_file(), link
