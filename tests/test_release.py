@@ -106,7 +106,7 @@ def test_gates_without_fleet_and_a_worse_candidate_fails_regression(
     (env / "fleet").mkdir(parents=True)
     shutil.copy(world["root"] / "release.pub", env / "release-signing.pub")
     (env / "fleet" / "release.yaml").write_text(f"version: {outcome.version}\nbundle: {outcome.uri}\n")
-    fleet = load_fleet_model(env / "fleet" / "release.yaml")
+    fleet = load_fleet_model(env / "fleet" / "release.yaml", env / "release-signing.pub")
     assert fleet is not None and fleet.version == "v1.0"
 
     worse = evaluate_run(world["snap"], world["bad"], LOOSE, fleet)
@@ -123,7 +123,7 @@ def test_gates_without_fleet_and_a_worse_candidate_fails_regression(
     onnx = store / "models" / "v1.0" / "model.onnx"
     onnx.write_bytes(onnx.read_bytes()[:-1] + b"\0")
     with pytest.raises(EdgeopsError, match=r"model\.onnx"):
-        load_fleet_model(env / "fleet" / "release.yaml")
+        load_fleet_model(env / "fleet" / "release.yaml", env / "release-signing.pub")
 
 
 def test_publish_verify_republish_and_card(world: dict[str, Path], tmp_path: Path) -> None:

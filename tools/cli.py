@@ -33,8 +33,6 @@ log = logging.getLogger("edgeops")
 
 # Subcommands of ../shared/DESIGN.md that later issues build; the CLI is honest about them meanwhile.
 PLANNED: dict[str, tuple[str, int]] = {
-    "render": ("build a ring's manifests with kustomize", 6),
-    "validate": ("validate manifests (and release PRs) before they merge", 6),
     "updater": ("the edge model-updater agent", 6),
     "fleet-sim": ("simulate a fleet of nodes rolling out a release", 6),
     "propose": ("open the release PR that pins a bundle in a ring", 7),
@@ -242,7 +240,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if args.fleet_release
         else _repo_root(args) / fleet_ring.path / "release.yaml"
     )
-    fleet = load_fleet_model(release)
+    fleet = load_fleet_model(release, _repo_root(args) / cfg.signing.public_key)
     if fleet is None:
         log.info(f"no fleet model yet ({release} names no release): the candidate is judged on its own")
     report = evaluate_run(Path(args.snapshot), Path(args.run), cfg.gates.evaluation, fleet)
@@ -325,6 +323,36 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_render(args: argparse.Namespace) -> int:
+    from tools.manifests import kustomize_build
+
+    cfg = _config(args)
+    if args.ring not in cfg.rings:
+        raise EdgeopsError(
+            f"no ring named {args.ring!r} in edgeops.yaml; rings: {', '.join(cfg.ring_order())}"
+        )
+    root = _repo_root(args)
+    sys.stdout.write(kustomize_build(root / cfg.rings[args.ring].path, repo_root=root))
+    return 0
+
+
+def cmd_validate_manifests(args: argparse.Namespace) -> int:
+    from tools.manifests import KUBERNETES_VERSION, validate_manifests
+
+    cfg = _config(args)
+    report = validate_manifests(
+        _repo_root(args), {ring: cfg.rings[ring].path for ring in cfg.ring_order()}, ["manifests/argocd"]
+    )
+    for problem in report.problems:
+        print(f"INVALID {problem}")
+    built = ", ".join(f"{label} ({n} objects)" for label, n in report.built.items())
+    print(f"built {built}; checked against Kubernetes {KUBERNETES_VERSION} and the Argo CRDs (strict)")
+    if not report.ok:
+        raise EdgeopsError(f"{len(report.problems)} problem(s) in the manifests (listed above)")
+    print("all manifests valid")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from pipelines.demo import run_demo
 
@@ -333,6 +361,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _not_available(name: str) -> Callable[[argparse.Namespace], int]:
     what, issue = PLANNED[name]
+    return _not_available_text(name, what, issue)
+
+
+def _not_available_text(name: str, what: str, issue: int) -> Callable[[argparse.Namespace], int]:
 
     def handler(_args: argparse.Namespace) -> int:
         raise NotAvailableError(
@@ -499,7 +531,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--private-key", metavar="PATH", required=True, help="where to write the private key (0600)"
     )
     kg.add_argument(
-        "--public-key", metavar="PATH", default="environments/release-signing.pub", help="public key"
+        "--public-key",
+        metavar="PATH",
+        default="environments/release-signing/release-signing.pub",
+        help="public key",
     )
     kg.add_argument("--force", action="store_true", help="replace existing key files")
     kg.set_defaults(handler=cmd_keygen)
@@ -508,6 +543,21 @@ def build_parser() -> argparse.ArgumentParser:
     ver.add_argument("bundle", metavar="BUNDLE_URI", help="e.g. s3://bucket/prefix/models/v1.2/")
     ver.add_argument("--public-key", metavar="FILE", help="default: signing.public_key of edgeops.yaml")
     ver.set_defaults(handler=cmd_verify)
+
+    # render / validate
+    render = sub.add_parser("render", help="build a ring's manifests with the pinned kustomize (to stdout)")
+    render.add_argument("ring", help="a ring of edgeops.yaml, e.g. pilot")
+    render.set_defaults(handler=cmd_render)
+    validate = sub.add_parser(
+        "validate", help="validate manifests (and, later, release PRs) before they merge"
+    )
+    validate_sub = validate.add_subparsers(dest="validate_command", metavar="WHAT", required=True)
+    vm = validate_sub.add_parser("manifests", help="every ring builds; every object passes strict validation")
+    vm.set_defaults(handler=cmd_validate_manifests)
+    vpr = validate_sub.add_parser("pr", help="check a release PR's changes [not available yet: issue #7]")
+    vpr.set_defaults(
+        handler=_not_available_text("validate pr", "check a release PR before it merges", 7), planned=True
+    )
 
     # config
     config = sub.add_parser("config", help="inspect edgeops.yaml")

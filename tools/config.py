@@ -117,7 +117,7 @@ class ForgeConfig(Strict):
 
 
 class SigningConfig(Strict):
-    public_key: str = "environments/release-signing.pub"
+    public_key: str = "environments/release-signing/release-signing.pub"
 
 
 class CostConfig(Strict):

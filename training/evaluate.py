@@ -82,7 +82,7 @@ class FleetModel:
     interface: str
 
 
-def load_fleet_model(release_path: Path) -> FleetModel | None:
+def load_fleet_model(release_path: Path, public_key_path: Path) -> FleetModel | None:
     """The model the fleet runs now, or None before the first release.
 
     The release file is read, not trusted: the bundle it names is verified (digests + signature) against
@@ -98,8 +98,7 @@ def load_fleet_model(release_path: Path) -> FleetModel | None:
     if not doc.get("version") or not doc.get("bundle"):
         return None  # the documented "no release yet" form
     bundle = str(doc["bundle"])
-    key_path = release_path.parent.parent / "release-signing.pub"
-    verify_bundle_uri(bundle, load_public_key(key_path))
+    verify_bundle_uri(bundle, load_public_key(public_key_path))
     root, _, rest = bundle.rstrip("/").rpartition("/models/")
     store = open_store(root)
     card = json.loads(store.get(f"models/{rest}/model.json"))

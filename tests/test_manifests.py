@@ -1,0 +1,172 @@
+"""The cluster side as Argo CD sees it: rings build with the pinned kustomize and validate strictly."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import EDGEOPS, IN_CI, REPO
+from tools.manifests import (
+    kustomize_build,
+    load_crd_schemas,
+    parse_objects,
+    selects_node,
+    validate_manifests,
+    validate_object,
+)
+
+RINGS = {"pilot": "environments/pilot", "fleet": "environments/fleet"}
+
+
+@pytest.fixture(scope="module")
+def crds() -> dict[tuple[str, str], dict[str, Any]]:
+    folder = os.environ.get("EDGEOPS_CRD_SCHEMAS")
+    if not folder or not Path(folder).is_dir():
+        reason = "EDGEOPS_CRD_SCHEMAS does not name the folder of upstream Argo CRDs (make test sets it)"
+        if IN_CI:
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    return load_crd_schemas(Path(folder))
+
+
+def build(ring: str, root: Path = REPO) -> list[dict[str, Any]]:
+    return parse_objects(kustomize_build(root / RINGS[ring], repo_root=REPO))
+
+
+def by_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    (found,) = [o for o in objects if o["kind"] == kind]
+    return found
+
+
+def test_every_ring_and_the_argo_objects_validate_strictly(
+    crds: dict[tuple[str, str], dict[str, Any]],
+) -> None:
+    report = validate_manifests(REPO, RINGS, ["manifests/argocd"])
+    assert report.problems == []
+    assert report.built == {"ring pilot": 5, "ring fleet": 5, "manifests/argocd": 2}
+    result = subprocess.run(
+        [EDGEOPS, "validate", "manifests"], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0 and "all manifests valid" in result.stdout, result.stderr
+
+
+def test_strict_validation_catches_unknown_fields(crds: dict[tuple[str, str], dict[str, Any]]) -> None:
+    ds = by_kind(build("pilot"), "DaemonSet")
+    ds["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    problems = validate_object(ds, crds)
+    assert problems and "imagePullPolicyy" in problems[0]
+    (appset,) = [o for o in parse_objects(kustomize_build(REPO / "manifests/argocd", repo_root=REPO))
+                 if o["kind"] == "ApplicationSet"]  # fmt: skip
+    appset["spec"]["template"]["spec"]["syncPolicy"]["automated"]["prunee"] = True
+    problems = validate_object(appset, crds)
+    assert problems and "prunee" in " ".join(problems)
+
+
+@pytest.mark.parametrize(
+    ("labels", "owner"),
+    [
+        ({"context-edge.io/ring": "pilot"}, "pilot"),
+        ({}, "fleet"),  # unlabelled nodes are fleet nodes
+        ({"context-edge.io/ring": "fleet"}, "fleet"),
+        ({"context-edge.io/ring": "canary", "kubernetes.io/arch": "arm64"}, "fleet"),
+    ],
+)
+def test_each_node_is_owned_by_exactly_one_ring(labels: dict[str, str], owner: str) -> None:
+    owners = [ring for ring in RINGS if selects_node(by_kind(build(ring), "DaemonSet"), labels)]
+    assert owners == [owner]
+
+
+def _normalised(value: Any, ring: str) -> Any:
+    """The value with the ring's name and kustomize's content-hash suffixes taken out of every string."""
+    if isinstance(value, dict):
+        return {_normalised(k, ring): _normalised(v, ring) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_normalised(v, ring) for v in value]
+    if isinstance(value, str):
+        return re.sub(r"-[a-z0-9]{10}$", "-HASH", value.replace(ring, "RING"))
+    return value
+
+
+def _differences(a: Any, b: Any, path: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in _differences(a.get(k), b.get(k), f"{path}.{k}")]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [
+            d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in _differences(x, y, f"{path}[{i}]")
+        ]
+    return [] if a == b else [path]
+
+
+def test_rings_differ_only_where_they_should() -> None:
+    pilot, fleet = build("pilot"), build("fleet")
+    diffs: list[str] = []
+    for kind in ("Namespace", "ServiceAccount", "DaemonSet"):
+        a, b = _normalised(by_kind(pilot, kind), "pilot"), _normalised(by_kind(fleet, kind), "fleet")
+        diffs += [f"{kind}{d}" for d in _differences(a, b)]
+    allowed = {
+        "DaemonSet.spec.updateStrategy.rollingUpdate.maxUnavailable",  # the rollout budget
+        "DaemonSet.spec.template.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+        ".nodeSelectorTerms[0].matchExpressions[0].operator",  # In pilot vs NotIn pilot
+        # ...and both name the pilot ring (fleet = every node that is not pilot), which the ring-name
+        # normalisation turns into RING on one side only.
+        "DaemonSet.spec.template.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution"
+        ".nodeSelectorTerms[0].matchExpressions[0].values[0]",
+    }
+    assert set(diffs) == allowed
+    ds = {r: by_kind(o, "DaemonSet") for r, o in (("pilot", pilot), ("fleet", fleet))}
+    assert ds["pilot"]["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"] == "100%"
+    assert ds["fleet"]["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"] == "10%"
+
+
+def test_a_release_change_renames_the_configmap_and_so_rolls_the_daemonset(tmp_path: Path) -> None:
+    for folder in ("manifests", "environments"):
+        shutil.copytree(REPO / folder, tmp_path / folder)
+    before = by_kind(build("pilot", tmp_path), "DaemonSet")
+    release = tmp_path / "environments" / "pilot" / "release.yaml"
+    release.write_text(release.read_text().replace("version: null", "version: null  # touched"))
+    after_objects = build("pilot", tmp_path)
+    after = by_kind(after_objects, "DaemonSet")
+
+    def release_volume(ds: dict[str, Any]) -> str:
+        return next(
+            v["configMap"]["name"]
+            for v in ds["spec"]["template"]["spec"]["volumes"]
+            if v["name"] == "release"
+        )
+
+    assert release_volume(before) != release_volume(after)
+    assert release_volume(after) in {o["metadata"]["name"] for o in after_objects if o["kind"] == "ConfigMap"}
+
+
+def test_hardening_of_the_agent() -> None:
+    objects = build("fleet")
+    assert by_kind(objects, "ServiceAccount")["automountServiceAccountToken"] is False
+    pod = by_kind(objects, "DaemonSet")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"] and pod["securityContext"]["runAsNonRoot"] is True
+    assert container["resources"]["limits"] and container["resources"]["requests"]
+    assert {p["httpGet"]["path"] for p in (container["readinessProbe"], container["livenessProbe"])} == {
+        "/ready",
+        "/metrics",
+    }
+    assert any(t["key"] == "context-edge.io/edge" for t in pod["tolerations"])
+    assert container["envFrom"][0]["secretRef"]["name"] == "model-store-credentials"
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["release"]["readOnly"] and mounts["signing"]["readOnly"]
+
+
+def test_render_names_unknown_rings() -> None:
+    result = subprocess.run(
+        [EDGEOPS, "render", "canary"], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 1 and "no ring named 'canary'" in result.stderr
+    ok = subprocess.run([EDGEOPS, "render", "pilot"], cwd=REPO, capture_output=True, text=True, check=False)
+    assert ok.returncode == 0 and "name: model-updater-pilot" in ok.stdout
