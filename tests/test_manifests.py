@@ -155,7 +155,7 @@ def test_hardening_of_the_agent() -> None:
     assert container["resources"]["limits"] and container["resources"]["requests"]
     assert {p["httpGet"]["path"] for p in (container["readinessProbe"], container["livenessProbe"])} == {
         "/ready",
-        "/metrics",
+        "/healthz",
     }
     assert any(t["key"] == "context-edge.io/edge" for t in pod["tolerations"])
     assert container["envFrom"][0]["secretRef"]["name"] == "model-store-credentials"

@@ -33,7 +33,6 @@ log = logging.getLogger("edgeops")
 
 # Subcommands of ../shared/DESIGN.md that later issues build; the CLI is honest about them meanwhile.
 PLANNED: dict[str, tuple[str, int]] = {
-    "updater": ("the edge model-updater agent", 6),
     "fleet-sim": ("simulate a fleet of nodes rolling out a release", 6),
     "propose": ("open the release PR that pins a bundle in a ring", 7),
     "promote": ("promote a soaked pilot release to the next ring by PR", 7),
@@ -353,6 +352,12 @@ def cmd_validate_manifests(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_updater_run(args: argparse.Namespace) -> int:
+    from tools.updater import run_from_args
+
+    return run_from_args(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from pipelines.demo import run_demo
 
@@ -558,6 +563,24 @@ def build_parser() -> argparse.ArgumentParser:
     vpr.set_defaults(
         handler=_not_available_text("validate pr", "check a release PR before it merges", 7), planned=True
     )
+
+    # updater
+    updater = sub.add_parser("updater", help="the edge model-updater agent (one per node)")
+    updater_sub = updater.add_subparsers(dest="updater_command", metavar="ACTION", required=True)
+    updater_run = updater_sub.add_parser(
+        "run",
+        help="reconcile this node's model to the mounted release file, and keep doing so",
+        description=(
+            "Download, verify (sha256 + Ed25519 signature + accepted interface), health-check on the golden\n"
+            "inputs, then swap <root>/current atomically; keep the last --keep versions so a rollback needs\n"
+            "no download. Serves /ready, /healthz and /metrics with --listen."
+        ),
+        formatter_class=_Formatter,
+    )
+    from tools.updater import add_run_arguments
+
+    add_run_arguments(updater_run)
+    updater_run.set_defaults(handler=cmd_updater_run)
 
     # config
     config = sub.add_parser("config", help="inspect edgeops.yaml")

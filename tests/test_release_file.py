@@ -1,0 +1,248 @@
+"""The release file contract (tools/release.py): parse, render, the "no release yet" form, signatures."""
+
+from __future__ import annotations
+
+import dataclasses
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from ruamel.yaml import YAML
+
+import tools.release
+from tools.bundle import FileEntry
+from tools.release import (
+    Release,
+    ReleaseError,
+    ReleaseSignatureError,
+    load_release,
+    make_release,
+    parse_release,
+    render_no_release,
+    render_release,
+    sign_release,
+    signed_payload,
+    verify_release,
+)
+from tools.signing import generate_keypair, private_key_from_pem, public_key_from_pem
+
+INTERFACE = "sha256:" + "ab" * 32
+OTHER_INTERFACE = "sha256:" + "cd" * 32
+BUNDLE = "s3://context-edge-models/models/v2.1/"
+Keys = tuple[Ed25519PrivateKey, Ed25519PublicKey]
+FILES: dict[str, FileEntry] = {
+    "model.onnx": {"sha256": "1f" * 32, "bytes": 120345},
+    "golden.json": {"sha256": "2e" * 32, "bytes": 20480},
+    "model.json": {"sha256": "3d" * 32, "bytes": 2048},
+}
+
+
+@pytest.fixture(scope="module")
+def keys() -> Keys:
+    private, public = generate_keypair()
+    return private_key_from_pem(private, source="test"), public_key_from_pem(public, source="test")
+
+
+@pytest.fixture(scope="module")
+def release(keys: Keys) -> Release:
+    return make_release(
+        keys[0],
+        version="v2.1",
+        interface=INTERFACE,
+        bundle=BUNDLE,
+        files=FILES,
+        metrics={"accuracy": 0.941, "fp_rate": 0.021, "fn_rate": 0.027},
+        source={"commit": "0123456", "dataset": "sha256:" + "9" * 64, "run": "runs/2026-11"},
+    )
+
+
+def test_render_then_parse_round_trips_with_the_design_header_and_key_order(release: Release) -> None:
+    text = render_release(release, ring="pilot")
+    assert text.startswith(
+        '# Model release for ring "pilot". Changed by pull requests only: the training pipeline proposes,\n'
+        "# `edgeops promote` copies pilot → fleet, `git revert` rolls back.\n"
+    )
+    keys = [line.split(":", 1)[0] for line in text.splitlines() if line and not line.startswith((" ", "#"))]
+    assert keys == ["version", "interface", "bundle", "files", "signature", "metrics", "source"]
+    assert "  model.onnx: {sha256: " in text  # one line per file, as in DESIGN.md
+    assert parse_release(text, source="release.yaml") == release
+    assert render_release(release, ring="pilot") == text  # deterministic
+    # ruamel round-trip (how release PRs edit it) keeps the text byte for byte.
+    yaml = YAML()
+    yaml.width = 4096
+    out = StringIO()
+    yaml.dump(yaml.load(text), out)
+    assert out.getvalue() == text
+
+
+def test_release_without_metrics_or_source_omits_them(keys: Keys) -> None:
+    bare = make_release(
+        keys[0], version="v1.0", interface=INTERFACE, bundle="file:///srv/store/models/v1.0/", files=FILES
+    )
+    text = render_release(bare, ring="fleet")
+    assert "metrics" not in text and "source" not in text
+    parsed = parse_release(text, source="x")
+    assert parsed == bare
+    assert parsed is not None and parsed.store_uri == "file:///srv/store"
+    assert parsed.object_key("model.onnx") == "models/v1.0/model.onnx"
+
+
+def test_no_release_form_parses_to_none_and_is_documented(tmp_path: Path) -> None:
+    text = render_no_release("fleet")
+    assert text.startswith('# Model release for ring "fleet".')
+    assert "No release yet" in text
+    assert text.endswith("version: null\n")
+    assert parse_release(text, source="x") is None
+    path = tmp_path / "release.yaml"
+    path.write_text(text)
+    assert load_release(path) is None
+    assert "version: null" in (tools.release.__doc__ or "")
+
+
+def test_store_uri_of_an_s3_bundle(release: Release) -> None:
+    assert release.store_uri == "s3://context-edge-models"
+    assert release.object_key("golden.json") == "models/v2.1/golden.json"
+
+
+GOOD = f"""\
+version: v2.1
+interface: {INTERFACE}
+bundle: {BUNDLE}
+files:
+  model.onnx: {{sha256: {"1f" * 32}, bytes: 10}}
+  golden.json: {{sha256: {"2e" * 32}, bytes: 20}}
+signature: ed25519:AAAA
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ("version: v2.1\n  bad: [\n", ["not valid YAML"]),
+        ("", ["empty", "version: null"]),
+        ("- a\n- b\n", ["mapping"]),
+        (GOOD.replace("version: v2.1", "version: 2.1"), ["version", "string"]),
+        (GOOD.replace("version: v2.1", "version: v02.1"), ["version", "vMAJOR.MINOR"]),
+        (GOOD.replace("version: v2.1\n", ""), ["version", "missing"]),
+        (GOOD.replace(f"interface: {INTERFACE}\n", ""), ["interface", "missing"]),
+        (GOOD.replace(INTERFACE, "sha256:xyz"), ["interface", "sha256:<64"]),
+        (GOOD.replace(f"bundle: {BUNDLE}\n", ""), ["bundle", "missing"]),
+        (GOOD.replace(BUNDLE, BUNDLE.rstrip("/")), ["bundle", "trailing"]),
+        (GOOD.replace(BUNDLE, "s3://context-edge-models/models/v2.0/"), ["bundle", "/models/v2.1/"]),
+        (GOOD.replace(BUNDLE, "http://x/models/v2.1/"), ["bundle", "s3://bucket"]),
+        (GOOD.replace("signature: ed25519:AAAA\n", ""), ["signature", "missing"]),
+        (GOOD.replace("ed25519:AAAA", "rsa:AAAA"), ["signature", "ed25519:"]),
+        (GOOD.replace("files:\n", "files: {}\n").split("  model.onnx")[0], ["files", "missing"]),
+        (GOOD.replace("files:\n", "files: []\n").split("  model.onnx")[0] + "signature: ed25519:A\n",
+         ["files", "non-empty mapping"]),
+        (GOOD.replace("  golden.json:", "  sub/golden.json:"), ["files.sub/golden.json", "no '/'"]),
+        (GOOD.replace("  golden.json:", "  ../golden.json:"), ["files.../golden.json", "plain name"]),
+        (GOOD.replace(f"{{sha256: {'1f' * 32}, bytes: 10}}", "{bytes: 10}"), ["files.model.onnx.sha256"]),
+        (GOOD.replace(f"{{sha256: {'1f' * 32}, bytes: 10}}", f"{{sha256: {'1f' * 32}}}"),
+         ["files.model.onnx.bytes", "integer"]),
+        (GOOD.replace("bytes: 10", "bytes: -1"), ["files.model.onnx.bytes"]),
+        (GOOD.replace("bytes: 10", "bytes: true"), ["files.model.onnx.bytes"]),
+        (GOOD.replace("bytes: 10", "bytes: 10, md5: x"), ["files.model.onnx.md5", "unknown"]),
+        (GOOD.replace("1f" * 32, "1f" * 31 + "1"), ["files.model.onnx.sha256", "64 lowercase hex"]),
+        (GOOD.replace("  golden.json", "  model.json"), ["files", "golden.json missing"]),
+        (GOOD.replace("  golden.json", "  SHA256SUMS"), ["files.SHA256SUMS", "checksum list"]),
+        (GOOD + "signatures: x\n", ["signatures", "unknown key"]),
+        (GOOD + "metrics: [1, 2]\n", ["metrics", "mapping"]),
+        (GOOD + "version: v2.2\n", ["not valid YAML", "duplicate"]),
+        ("version: null\nbundle: s3://x/models/v1.0/\n", ["bundle", "version is null"]),
+    ],
+)  # fmt: skip
+def test_malformed_release_files_are_refused_naming_the_file_and_key(text: str, names: list[str]) -> None:
+    with pytest.raises(ReleaseError) as info:
+        parse_release(text, source="environments/pilot/release.yaml")
+    message = str(info.value)
+    assert message.startswith("environments/pilot/release.yaml: ")
+    for name in names:
+        assert name in message, message
+
+
+def test_missing_release_file_names_the_path(tmp_path: Path) -> None:
+    with pytest.raises(ReleaseError, match="no such release file"):
+        load_release(tmp_path / "release.yaml")
+
+
+def test_signature_verifies_and_payload_is_canonical_json(release: Release, keys: Keys) -> None:
+    verify_release(release, keys[1])
+    payload = signed_payload(release.version, release.interface, release.bundle, release.files)
+    assert payload.startswith(b'{"bundle":"s3://context-edge-models/models/v2.1/","files":{"golden.json":')
+    assert b" " not in payload
+    reordered = dict(reversed(release.files.items()))
+    again = sign_release(
+        keys[0], version=release.version, interface=release.interface, bundle=release.bundle, files=reordered
+    )
+    assert again == release.signature  # file order does not matter: sort_keys
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"version": "v2.2"},
+        {"interface": OTHER_INTERFACE},
+        {"bundle": "s3://context-edge-models/other/models/v2.1/"},
+        {"files": {**FILES, "model.onnx": {"sha256": "4" + "1f" * 31 + "f", "bytes": 120345}}},
+        {"files": {**FILES, "model.onnx": {"sha256": "1f" * 32, "bytes": 120346}}},
+        {"files": {k: v for k, v in FILES.items() if k != "model.json"}},
+    ],
+)
+def test_changing_any_signed_field_breaks_the_signature(
+    release: Release, keys: Keys, change: dict[str, object]
+) -> None:
+    tampered = dataclasses.replace(release, **change)  # type: ignore[arg-type]
+    with pytest.raises(ReleaseSignatureError, match="does not match"):
+        verify_release(tampered, keys[1])
+
+
+def test_a_changed_byte_in_the_file_text_breaks_the_signature(release: Release, keys: Keys) -> None:
+    text = render_release(release, ring="pilot")
+    digest = "1f" * 32
+    tampered = parse_release(text.replace(digest, "0" + digest[1:]), source="x")
+    assert tampered is not None
+    with pytest.raises(ReleaseSignatureError):
+        verify_release(tampered, keys[1])
+
+
+def test_unsigned_fields_may_change_without_breaking_the_signature(release: Release, keys: Keys) -> None:
+    text = render_release(release, ring="pilot").replace("accuracy: 0.941", "accuracy: 0.5")
+    annotated = parse_release(text, source="x")
+    assert annotated is not None and annotated.metrics["accuracy"] == 0.5
+    verify_release(annotated, keys[1])
+    verify_release(dataclasses.replace(release, metrics={}, source={"note": "promoted"}), keys[1])
+
+
+def test_another_key_and_malformed_signatures_are_refused(release: Release) -> None:
+    _, other_public = generate_keypair()
+    other = public_key_from_pem(other_public, source="other")
+    with pytest.raises(ReleaseSignatureError, match="trusted one"):
+        verify_release(release, other)
+    with pytest.raises(ReleaseSignatureError, match="malformed"):
+        verify_release(dataclasses.replace(release, signature="ed25519:AAAA"), other)
+
+
+def test_make_release_checks_its_input(keys: Keys) -> None:
+    with pytest.raises(ReleaseError, match="bundle"):
+        make_release(keys[0], version="v1.0", interface=INTERFACE, bundle="s3://b/models/v1.1/", files=FILES)
+
+
+def test_ring_names_are_checked(release: Release) -> None:
+    with pytest.raises(ReleaseError, match="ring name"):
+        render_release(release, ring='pilot"\nversion: v9.9')
+    with pytest.raises(ReleaseError, match="ring name"):
+        render_no_release("")
+
+
+def test_digests_that_look_like_numbers_survive_the_round_trip(keys: Keys) -> None:
+    # A hex digest can be all digits (YAML: an integer) or digits with one "e" (YAML: a float).
+    files: dict[str, FileEntry] = {
+        "model.onnx": {"sha256": "0" * 64, "bytes": 1},
+        "golden.json": {"sha256": "1" * 30 + "e" + "2" * 33, "bytes": 2},
+    }
+    release = make_release(
+        keys[0], version="v1.0", interface=INTERFACE, bundle="s3://b/models/v1.0/", files=files
+    )
+    assert parse_release(render_release(release, ring="pilot"), source="x") == release
