@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 from botocore.exceptions import ClientError
 
 from tools.errors import ServiceError, StoreError
+from tools.fsutil import fsync_path
 from tools.s3 import S3Uri, ensure_bucket, parse_s3_uri, s3_client, s3_errors
 
 if TYPE_CHECKING:
@@ -117,14 +118,6 @@ def open_store(uri: str) -> Store:
 
 
 # --- file:// ---------------------------------------------------------------------------------------------
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class FileStore:
@@ -230,7 +223,7 @@ class FileStore:
                     return "identical"
                 raise _differs(url, existing, data) from None
             os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_path(path.parent)
         return "written"
 
     def _makedirs(self, folder: Path) -> None:
@@ -251,7 +244,7 @@ class FileStore:
                         f"{self.uri}: {d} exists and is not a folder; remove it or use another store"
                     ) from None
                 continue
-            _fsync_dir(d.parent)
+            fsync_path(d.parent)
 
 
 def _raise(exc: OSError) -> None:

@@ -90,6 +90,7 @@ from prometheus_client import (
 
 from tools.bundle import VERSION_RE, FileEntry, parse_version
 from tools.errors import ConfigError, EdgeopsError
+from tools.fsutil import fsync_path
 from tools.log import fields, setup_logging
 from tools.release import Release, ReleaseError, ReleaseSignatureError, load_release, verify_release
 from tools.signing import key_id, load_public_key
@@ -183,14 +184,6 @@ class ReconcileResult:
 
 
 # --- file system helpers ------------------------------------------------------------------------------------
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -507,7 +500,7 @@ class Updater:
                 _remove(entry)
                 removed.append(name)
         if removed:
-            _fsync_dir(self.root)
+            fsync_path(self.root)
             log.info("cleaned up after an interrupted run", extra=self._f(removed=",".join(removed)))
         if target is not None and not (self.root / target).exists():
             log.warning("`current` points at a missing folder", extra=self._f(target=target))
@@ -751,7 +744,7 @@ class Updater:
                 self.last_activity = time.monotonic()
                 if index == 0:
                     _crash_point("during_download")
-            _fsync_dir(partial)
+            fsync_path(partial)
             _crash_point("after_partial_download")
             self._verify_files(partial, release)  # what landed on disk, not what we meant to write
             _crash_point("after_verify")
@@ -767,7 +760,7 @@ class Updater:
                 "installed_at": time.time(),
             }
             _write_atomic(partial / MARKER, (json.dumps(marker, sort_keys=True) + "\n").encode("utf-8"))
-            _fsync_dir(partial)
+            fsync_path(partial)
         except BaseException:
             with contextlib.suppress(OSError):
                 _remove(partial)
@@ -779,7 +772,7 @@ class Updater:
         if vdir.exists() or vdir.is_symlink():
             self._trash(vdir, delete=False)
         os.rename(partial, vdir)
-        _fsync_dir(self.root)
+        fsync_path(self.root)
         _crash_point("after_rename")
 
     def _check_installed(self, vdir: Path, release: Release) -> None:
@@ -831,7 +824,7 @@ class Updater:
         os.symlink(version, tmp)  # relative: valid wherever the root is mounted (the inference pod too)
         _crash_point("after_swap_link")
         os.replace(tmp, self.root / CURRENT)
-        _fsync_dir(self.root)
+        fsync_path(self.root)
         self._m_swap.observe(time.perf_counter() - start)
         self._m_current.info({"version": version})
         _crash_point("after_swap")
@@ -858,7 +851,7 @@ class Updater:
         """Move ``path`` aside to a name recovery deletes: a rename is atomic, a recursive delete is not."""
         trash = self.root / f"{_TRASH_PREFIX}{path.name}-{secrets.token_hex(4)}"
         os.rename(path, trash)
-        _fsync_dir(self.root)
+        fsync_path(self.root)
         if delete:
             _remove(trash)
         return trash

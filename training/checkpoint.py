@@ -18,18 +18,12 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from tools.fsutil import fsync_path
+
 __all__ = ["flatten_optimizer", "load_checkpoint", "save_checkpoint", "unflatten_optimizer"]
 
 _TENSORS = "tensors.safetensors"
 _STATE = "state.json"
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def save_checkpoint(folder: Path, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
@@ -40,13 +34,13 @@ def save_checkpoint(folder: Path, tensors: dict[str, torch.Tensor], state: dict[
     save_file({k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}, tmp / _TENSORS)
     (tmp / _STATE).write_text(json.dumps(state, indent=1, sort_keys=True) + "\n")
     for name in (_TENSORS, _STATE):
-        _fsync(tmp / name)
-    _fsync(tmp)
+        fsync_path(tmp / name)
+    fsync_path(tmp)
     old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
     if folder.exists():
         os.replace(folder, old)
     os.replace(tmp, folder)
-    _fsync(folder.parent)
+    fsync_path(folder.parent)
     shutil.rmtree(old, ignore_errors=True)
 
 

@@ -49,6 +49,7 @@ import psycopg2
 from botocore.exceptions import ClientError
 
 from tools.errors import EdgeopsError, LdoError, ServiceError
+from tools.fsutil import fsync_path
 from tools.log import fields
 from tools.pg import connect, describe_dsn
 from tools.progress import Progress
@@ -477,14 +478,6 @@ def _vocabulary(values: np.ndarray, capacity: int) -> list[int]:
     return sorted(i for i, _ in order[: max(capacity - 1, 0)])
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_json(path: Path, obj: Any) -> None:
     text = json.dumps(obj, indent=2)
     # Arrays of numbers (vocabularies, shapes) on one line: the file stays readable at a glance.
@@ -628,7 +621,7 @@ def build_snapshot(
                 },
             },
         )
-        _fsync_dir(tmp)
+        fsync_path(tmp)
         _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -671,4 +664,4 @@ def _replace_dir(new: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(new, out)
-    _fsync_dir(out.parent)
+    fsync_path(out.parent)
