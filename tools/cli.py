@@ -33,7 +33,6 @@ log = logging.getLogger("edgeops")
 
 # Subcommands of ../shared/DESIGN.md that later issues build; the CLI is honest about them meanwhile.
 PLANNED: dict[str, tuple[str, int]] = {
-    "fleet-sim": ("simulate a fleet of nodes rolling out a release", 6),
     "propose": ("open the release PR that pins a bundle in a ring", 7),
     "promote": ("promote a soaked pilot release to the next ring by PR", 7),
     "guard": ("open a rollback PR when a running release breaches its gates", 7),
@@ -358,6 +357,17 @@ def cmd_updater_run(args: argparse.Namespace) -> int:
     return run_from_args(args)
 
 
+def cmd_fleet_sim(args: argparse.Namespace) -> int:
+    try:
+        from tools.fleetsim import main as fleetsim_main
+    except ImportError as exc:  # it builds tiny ONNX models, so it needs onnx (the `training` extra)
+        raise EdgeopsError(
+            f"fleet-sim needs the onnx package ({exc}); install with `pip install '.[training]'`"
+        ) from None
+
+    return fleetsim_main(args.passthrough)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from pipelines.demo import run_demo
 
@@ -582,6 +592,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_arguments(updater_run)
     updater_run.set_defaults(handler=cmd_updater_run)
 
+    # fleet-sim: its own parser (python -m tools.fleetsim) takes every flag, --help included.
+    fleet_sim = sub.add_parser(
+        "fleet-sim", help="simulate N nodes rolling out, promoting and rolling back releases", add_help=False
+    )
+    fleet_sim.set_defaults(handler=cmd_fleet_sim, passthrough_command=True)
+
     # config
     config = sub.add_parser("config", help="inspect edgeops.yaml")
     config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
@@ -611,7 +627,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Commands that are not built yet accept any arguments, so that they answer "not available yet"
     # rather than a usage error about flags they will have.
     args, unknown = parser.parse_known_args(argv)
-    if unknown and not getattr(args, "planned", False):
+    args.passthrough = unknown
+    if unknown and not (getattr(args, "planned", False) or getattr(args, "passthrough_command", False)):
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     setup_logging(json_lines=args.log_json, verbose=args.verbose)
     handler: Callable[[argparse.Namespace], int] = args.handler
