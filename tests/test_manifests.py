@@ -170,3 +170,12 @@ def test_render_names_unknown_rings() -> None:
     assert result.returncode == 1 and "no ring named 'canary'" in result.stderr
     ok = subprocess.run([EDGEOPS, "render", "pilot"], cwd=REPO, capture_output=True, text=True, check=False)
     assert ok.returncode == 0 and "name: model-updater-pilot" in ok.stdout
+
+
+def test_the_agents_accept_the_training_configs_interface() -> None:
+    from training.config import load_training_config
+    from training.interface import interface_hash
+
+    args = by_kind(build("fleet"), "DaemonSet")["spec"]["template"]["spec"]["containers"][0]["args"]
+    accepted = [a.split("=", 1)[1] for a in args if a.startswith("--accept-interface=")]
+    assert accepted == [interface_hash(load_training_config().data_spec())]
