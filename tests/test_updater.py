@@ -22,17 +22,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from onnx import TensorProto, helper, numpy_helper
 from prometheus_client import generate_latest
 
 from tests.conftest import REPO
 from tools.bundle import publish_bundle
 from tools.devservices import S3Endpoint
 from tools.errors import ConfigError
+from tools.fleetsim import build_model  # the tiny real ONNX model, shared with the simulator
 from tools.release import Release, make_release, render_no_release, render_release
 from tools.signing import generate_keypair, private_key_from_pem, public_key_from_pem
 from tools.store import Store, open_store
@@ -55,39 +54,6 @@ WEIGHTS = {"v1.0": 0.1, "v1.1": 0.2, "v1.2": 0.3, "v1.3": 0.4}  # a different mo
 
 
 # --- a tiny real model and its bundle -----------------------------------------------------------------------
-
-
-def build_model(scale: float) -> bytes:
-    """probabilities = Sigmoid(mean_T(sensors) @ W + 1e-6 * (product_id + recipe_id + asset_id))."""
-    weights = (np.arange(20, dtype=np.float32).reshape(4, 5) - 10) * scale
-    nodes = [
-        helper.make_node("ReduceMean", ["sensors"], ["mean"], axes=[2], keepdims=0),
-        helper.make_node("MatMul", ["mean", "W"], ["logits"]),
-        helper.make_node("Add", ["product_id", "recipe_id"], ["ids2"]),
-        helper.make_node("Add", ["ids2", "asset_id"], ["ids"]),
-        helper.make_node("Cast", ["ids"], ["ids_f"], to=TensorProto.FLOAT),
-        helper.make_node("Unsqueeze", ["ids_f", "axis1"], ["ids_col"]),
-        helper.make_node("Mul", ["ids_col", "tiny"], ["id_term"]),
-        helper.make_node("Add", ["logits", "id_term"], ["z"]),
-        helper.make_node("Sigmoid", ["z"], ["probabilities"]),
-    ]
-    initializers = [
-        numpy_helper.from_array(weights, "W"),
-        numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
-        numpy_helper.from_array(np.array(1e-6, dtype=np.float32), "tiny"),
-    ]
-    inputs = [helper.make_tensor_value_info("sensors", TensorProto.FLOAT, ["B", 4, 128])] + [
-        helper.make_tensor_value_info(name, TensorProto.INT64, ["B"])
-        for name in ("product_id", "recipe_id", "asset_id")
-    ]
-    outputs = [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["B", 5])]
-    graph = helper.make_graph(nodes, "tiny", inputs, outputs, initializers)
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="edgeops-tests"
-    )
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
 
 
 def build_golden(model: bytes, *, offset: float = 0.0) -> bytes:
