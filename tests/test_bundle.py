@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +13,6 @@ import boto3
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tests.conftest import REPO
 from tools.bundle import (
     VERSION_RE,
     BundleError,
@@ -450,19 +448,3 @@ def test_errors_are_edgeops_errors() -> None:
 
 
 # --- the delivery side stays light ---------------------------------------------------------------------
-
-
-def test_delivery_modules_do_not_load_torch() -> None:
-    code = (
-        "import sys\n"
-        "import tools.store, tools.signing, tools.bundle\n"
-        "loaded = sorted(k for k in sys.modules if k.split('.')[0] in ('torch', 'training', 'pipelines'))\n"
-        "print('LOADED', loaded)\n"
-        "assert 'torch' not in sys.modules, loaded\n"
-        "assert not loaded, loaded\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, result.stderr + result.stdout
-    assert "LOADED []" in result.stdout

@@ -55,3 +55,20 @@ def test_no_module_anywhere_imports_torch_inside_tools_at_runtime() -> None:
     )
     assert result.returncode == 0, result.stderr + result.stdout
     assert "LOADED []" in result.stdout
+
+
+def test_importing_every_tools_module_loads_neither_torch_nor_the_training_side() -> None:
+    """Each delivery-side module on its own (no CLI handler run): not even training's light modules load."""
+    code = (
+        "import importlib, pkgutil, sys, tools\n"
+        "for m in pkgutil.walk_packages(tools.__path__, 'tools.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "loaded = sorted(k for k in sys.modules if k.split('.')[0] in ('torch', 'training', 'pipelines'))\n"
+        "print('LOADED', loaded)\n"
+        "assert not loaded, loaded\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "LOADED []" in result.stdout
