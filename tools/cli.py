@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tools.errors import ConfigError, EdgeopsError, NotAvailableError
 from tools.log import fields, setup_logging
@@ -33,11 +33,6 @@ log = logging.getLogger("edgeops")
 
 # Subcommands of ../shared/DESIGN.md that later issues build; the CLI is honest about them meanwhile.
 PLANNED: dict[str, tuple[str, int]] = {
-    "propose": ("open the release PR that pins a bundle in a ring", 7),
-    "promote": ("promote a soaked pilot release to the next ring by PR", 7),
-    "guard": ("open a rollback PR when a running release breaches its gates", 7),
-    "rollback": ("roll a ring back by reverting its release commit", 7),
-    "status": ("show each ring's release, soak clock and open PRs", 7),
     "pipeline": ("run, render or submit the release pipeline", 8),
 }
 
@@ -374,6 +369,117 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(workspace=Path(args.workspace), n=args.n, seed=args.seed, config_path=args.config)
 
 
+# --- release PRs (tools.releaseflow, tools.policy) ---------------------------------------------------------
+
+
+def _workspace(args: argparse.Namespace) -> Any:
+    from tools.releaseflow import Workspace
+
+    return Workspace.open(args.config)
+
+
+def cmd_propose(args: argparse.Namespace) -> int:
+    from tools.releaseflow import propose
+    from tools.signing import load_private_key
+
+    key = load_private_key()
+    outcome = propose(_workspace(args), ring=args.ring, bundle_uri=args.bundle, private_key=key)
+    for number in outcome.superseded:
+        log.info(f"closed PR #{number}: superseded by #{outcome.pr.number}")
+    state = "pushed" if outcome.pushed else "already up to date"
+    print(
+        f"PR #{outcome.pr.number} {outcome.pr.url}\n  {outcome.pr.title}\n  branch {outcome.branch} ({state})"
+    )
+    return 0
+
+
+def _print_gates(gates: Any) -> None:
+    for g in gates:
+        print(f"  {'PASS' if g.passed else 'FAIL'}  {g.name:<26} {g.detail}")
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    import json
+
+    from tools.releaseflow import promote
+
+    decision = promote(
+        _workspace(args), from_ring=args.from_ring, to_ring=args.to_ring, dsn=args.pg, dry_run=args.dry_run
+    )
+    if args.json:
+        print(json.dumps(decision.to_dict(), indent=2, default=str))
+    else:
+        verdict = "ALLOWED" if decision.allowed else "REFUSED"
+        if not decision.gates:
+            verdict = "NOTHING TO DO"
+        print(f"promote {decision.version} {decision.from_ring} → {decision.to_ring}: {verdict}")
+        _print_gates(decision.gates)
+        if decision.pr:
+            print(f"PR #{decision.pr.number} {decision.pr.url}\n  {decision.pr.title}")
+        if decision.note:
+            print(decision.note)
+    return 0 if decision.allowed or not decision.gates else 1
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from tools.releaseflow import rollback
+
+    outcome = rollback(_workspace(args), ring=args.ring, to=args.to, reason=args.reason)
+    how = (
+        f"git revert of {outcome.reverted[:12]}"
+        if outcome.reverted
+        else f"release of {outcome.target} restored"
+    )
+    print(f"PR #{outcome.pr.number} {outcome.pr.url}\n  {outcome.pr.title}\n  {how}")
+    return 0
+
+
+def cmd_guard(args: argparse.Namespace) -> int:
+    from tools.releaseflow import guard
+
+    outcome = guard(_workspace(args), ring=args.ring, dsn=args.pg, dry_run=args.dry_run)
+    verdict = "BREACHED" if outcome.breached else "ok"
+    print(f"guard {outcome.ring} {outcome.version or '(no release)'}: {verdict}")
+    _print_gates(outcome.gates)
+    if outcome.rollback:
+        print(f"PR #{outcome.rollback.pr.number} {outcome.rollback.pr.url}\n  {outcome.rollback.pr.title}")
+    if outcome.note:
+        print(outcome.note)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from tools.releaseflow import render_status, status
+
+    dsn = args.pg or os.environ.get("EDGEOPS_PG_DSN")
+    report = status(_workspace(args), dsn=dsn)
+    print(json.dumps(report, indent=2) if args.json else render_status(report))
+    return 0
+
+
+def cmd_validate_pr(args: argparse.Namespace) -> int:
+    import json
+    from datetime import UTC, datetime
+
+    from tools.config import find_config, load_config
+    from tools.gitrepo import must_be_repo
+    from tools.policy import validate_pr
+
+    path = find_config(args.config)
+    report = validate_pr(
+        must_be_repo(path.parent.resolve()), load_config(path), base=args.base, head=args.head,
+        now=datetime.now(UTC),
+    )  # fmt: skip
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.render())
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a", encoding="utf-8") as f:
+            f.write(f"### edgeops validate pr\n\n```\n{report.render()}\n```\n")
+    return 0 if report.ok else 1
+
+
 def _not_available(name: str) -> Callable[[argparse.Namespace], int]:
     what, issue = PLANNED[name]
     return _not_available_text(name, what, issue)
@@ -563,16 +669,26 @@ def build_parser() -> argparse.ArgumentParser:
     render = sub.add_parser("render", help="build a ring's manifests with the pinned kustomize (to stdout)")
     render.add_argument("ring", help="a ring of edgeops.yaml, e.g. pilot")
     render.set_defaults(handler=cmd_render)
-    validate = sub.add_parser(
-        "validate", help="validate manifests (and, later, release PRs) before they merge"
-    )
+    validate = sub.add_parser("validate", help="validate manifests and pull requests before they merge")
     validate_sub = validate.add_subparsers(dest="validate_command", metavar="WHAT", required=True)
     vm = validate_sub.add_parser("manifests", help="every ring builds; every object passes strict validation")
     vm.set_defaults(handler=cmd_validate_manifests)
-    vpr = validate_sub.add_parser("pr", help="check a release PR's changes [not available yet: issue #7]")
-    vpr.set_defaults(
-        handler=_not_available_text("validate pr", "check a release PR before it merges", 7), planned=True
+    vpr = validate_sub.add_parser(
+        "pr",
+        help="the required CI check of a PR: release rules (signature, one ring, soak, no skipping)",
+        description=(
+            "Check the PR from --head into --base: changed release files parse and verify under the key on\n"
+            "base; at most one ring changes; a release PR changes nothing else; a ring promoted from\n"
+            "another gets only versions that soaked there, unless it returns to a version it ran before\n"
+            "(a rollback is never blocked); versions never go backwards otherwise.\n"
+            "Exit 0 accepted, 1 rejected."
+        ),
+        formatter_class=_Formatter,
     )
+    vpr.add_argument("--base", required=True, help="the PR's base (e.g. origin/main)")
+    vpr.add_argument("--head", required=True, help="the PR's head (e.g. HEAD)")
+    vpr.add_argument("--json", action="store_true", help="print the report as JSON")
+    vpr.set_defaults(handler=cmd_validate_pr)
 
     # updater
     updater = sub.add_parser("updater", help="the edge model-updater agent (one per node)")
@@ -614,6 +730,80 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--n", type=int, default=6000, help="synthetic LDOs to generate (default 6000)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.set_defaults(handler=cmd_demo)
+
+    # release PRs
+    pg_help = "PostgreSQL DSN of the runtime backend (default $EDGEOPS_PG_DSN)"
+    prop = sub.add_parser(
+        "propose",
+        help="open (or update) the PR that pins a published bundle in the first ring",
+        description=(
+            "Verify the bundle (digests + signature), sign its release block with\n"
+            "$EDGEOPS_SIGNING_KEY(_FILE), edit environments/<ring>/release.yaml in place (comments\n"
+            "survive), "
+            "commit on release/<ring>/<version> in a scratch worktree, push, and open the PR with the model\n"
+            "card as its body. Run twice: one PR.\n"
+            "A newer proposal closes the older open one, pointing to its successor."
+        ),
+        formatter_class=_Formatter,
+    )
+    prop.add_argument("--ring", default="pilot", help="the first ring (default pilot)")
+    prop.add_argument(
+        "--bundle", required=True, metavar="URI", help="the bundle, e.g. s3://bucket/models/v2.1/"
+    )
+    prop.set_defaults(handler=cmd_propose)
+
+    prom = sub.add_parser(
+        "promote",
+        help="open the PR copying a soaked ring's release into the next ring (soak + telemetry gates)",
+        description=(
+            "Refuse unless the source ring's release was merged at least soak_hours ago (git history of its\n"
+            "release file) and its telemetry (the backend's `predictions` table) passes gates.telemetry.\n"
+            "Exit 0 when promoted (or nothing to do), 1 when refused. --dry-run prints every gate and\n"
+            "pushes nothing."
+        ),
+        formatter_class=_Formatter,
+    )
+    prom.add_argument(
+        "--from", dest="from_ring", default="pilot", help="ring to promote from (default pilot)"
+    )
+    prom.add_argument("--to", dest="to_ring", help="ring to promote to (default: the ring after --from)")
+    prom.add_argument("--pg", metavar="DSN", help=pg_help)
+    prom.add_argument(
+        "--dry-run", action="store_true", help="print the decision and every gate; push nothing"
+    )
+    prom.add_argument("--json", action="store_true", help="print the decision as JSON")
+    prom.set_defaults(handler=cmd_promote)
+
+    rb = sub.add_parser(
+        "rollback",
+        help="open the PR that reverts a ring's release commit (exactly a `git revert` + PR)",
+        description=(
+            "Find the commit on the base branch that set the ring's current release and `git revert` it\n"
+            "(-m 1 for a merge commit) on rollback/<ring>/<version>, then open a PR labelled `rollback`.\n"
+            "With --to VERSION, write the release block the ring last ran for VERSION instead."
+        ),
+        formatter_class=_Formatter,
+    )
+    rb.add_argument("--ring", required=True, help="ring to roll back (pilot, fleet)")
+    rb.add_argument(
+        "--to", metavar="VERSION", help="a version this ring ran before (default: the previous one)"
+    )
+    rb.add_argument("--reason", help="why, for the PR body")
+    rb.set_defaults(handler=cmd_rollback)
+
+    gd = sub.add_parser(
+        "guard",
+        help="check a running release against the telemetry gates; open the rollback PR on a breach",
+    )
+    gd.add_argument("--ring", required=True, help="ring to guard (pilot, fleet)")
+    gd.add_argument("--pg", metavar="DSN", help=pg_help)
+    gd.add_argument("--dry-run", action="store_true", help="report; open no PR")
+    gd.set_defaults(handler=cmd_guard)
+
+    st = sub.add_parser("status", help="per ring: version, since when, soak clock, open PRs, telemetry")
+    st.add_argument("--pg", metavar="DSN", help=pg_help + "; without one, no telemetry")
+    st.add_argument("--json", action="store_true", help="JSON for scripts")
+    st.set_defaults(handler=cmd_status)
 
     for name, (what, issue) in PLANNED.items():
         planned = sub.add_parser(name, help=f"{what} [not available yet: issue #{issue}]")

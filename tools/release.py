@@ -58,6 +58,7 @@ __all__ = [
     "Release",
     "ReleaseError",
     "ReleaseSignatureError",
+    "edit_release_text",
     "load_release",
     "make_release",
     "parse_release",
@@ -406,3 +407,90 @@ def render_release(release: Release, *, ring: str) -> str:
 def render_no_release(ring: str) -> str:
     """The documented "no release yet" file for ``ring``: the header, a line saying so, ``version: null``."""
     return f"{_header(ring)}# {_NO_RELEASE_COMMENT}\nversion: null\n"
+
+
+# --- round-trip editing -----------------------------------------------------------------------------------
+
+_NULL_VERSION = re.compile(r"^version:\s*(null|~)?\s*(#.*)?$")
+
+
+def _round_trip_yaml() -> YAML:
+    yaml = YAML()  # round-trip: comments, key order and flow style survive
+    yaml.width = 4096
+    yaml.preserve_quotes = True
+    return yaml
+
+
+def _merge_into(target: CommentedMap, new: Mapping[str, Any]) -> None:
+    """Make ``target`` equal ``new``, editing values in place so untouched lines keep their layout."""
+    for key in [k for k in target if k not in new]:
+        del target[key]
+    for position, (key, value) in enumerate(new.items()):
+        current = target.get(key)
+        if isinstance(value, Mapping) and isinstance(current, CommentedMap):
+            _merge_into(current, value)
+        elif key in target:
+            if current != value:
+                target[key] = _flow(value) if isinstance(value, Mapping) else value
+        else:
+            target.insert(
+                min(position, len(target)), key, _flow(value) if isinstance(value, Mapping) else value
+            )
+
+
+def _as_doc(release: Release) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "version": release.version,
+        "interface": release.interface,
+        "bundle": release.bundle,
+        "files": _plain_files(release.files),
+        "signature": release.signature,
+    }
+    if release.metrics:
+        doc["metrics"] = release.metrics
+    if release.source:
+        doc["source"] = release.source
+    return doc
+
+
+def edit_release_text(old_text: str, release: Release | None, *, ring: str, source: str) -> str:
+    """``old_text`` with its release replaced by ``release`` (None: "no release yet"), comments kept.
+
+    Only the lines whose values change are rewritten (ruamel.yaml round-trip), so a promotion's diff is
+    the release lines alone. From the "no release yet" form, the line saying so goes and the release's
+    lines take the place of ``version: null``; everything else (the header, your own comments) stays.
+    The result is parsed back and compared with ``release``: a file this cannot edit faithfully is an
+    error, never a silently different release.
+    """
+    current = parse_release(old_text, source=source)  # refuses a malformed file before touching it
+    if release is None:
+        new_text = old_text if current is None else _to_no_release(old_text, ring)
+    elif current is None:
+        lines = [ln for ln in old_text.splitlines() if ln.strip() != f"# {_NO_RELEASE_COMMENT}"]
+        lines = [ln for ln in lines if not _NULL_VERSION.match(ln)]
+        body = render_release(release, ring=ring)[len(_header(ring)) :]
+        new_text = "\n".join(lines).rstrip("\n") + ("\n" if lines else "") + body
+    else:
+        yaml = _round_trip_yaml()
+        doc = yaml.load(old_text)
+        _merge_into(doc, _as_doc(release))
+        out = StringIO()
+        yaml.dump(doc, out)
+        new_text = out.getvalue()
+    check = parse_release(new_text, source=source)
+    if check != release:
+        raise ReleaseError(
+            f"{source}: editing the release file in place did not give the intended release (hand-edited "
+            f"layout?); rewrite it with `edgeops propose` from a clean file, or fix it by hand"
+        )
+    return new_text
+
+
+def _to_no_release(old_text: str, ring: str) -> str:
+    comments = []
+    for line in old_text.splitlines():
+        if not line.startswith("#"):
+            break
+        comments.append(line)
+    header = "\n".join(comments) + "\n" if comments else _header(ring)
+    return f"{header}# {_NO_RELEASE_COMMENT}\nversion: null\n"

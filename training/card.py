@@ -83,8 +83,22 @@ def build_card(
         "parity": export["parity"],
         "engine": export["engine"],
         "artifacts": artifacts,
+        "history": _history(run_dir / "metrics.jsonl"),
         "rollback": ROLLBACK_TEXT,
     }
+
+
+def _history(path: Path) -> list[dict[str, float]]:
+    """Per-epoch curves for the release PR's chart: epoch, train and validation loss, val subset accuracy."""
+    if not path.is_file():
+        return []
+    keep = ("epoch", "train_loss", "val_loss", "val_subset_accuracy")
+    by_epoch: dict[int, dict[str, float]] = {}  # a resumed run may log an epoch twice: the last one counts
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            by_epoch[int(row["epoch"])] = {k: row[k] for k in keep if k in row}
+    return [by_epoch[e] for e in sorted(by_epoch)]
 
 
 def render_card(card: dict[str, Any]) -> str:
