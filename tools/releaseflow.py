@@ -597,6 +597,11 @@ def rollback(
             raise ReleaseFlowError(f"{ring} has run only {current}: there is no earlier release to return to")
         previous = segments[-2]
         target = previous.version
+        if target is not None and parse_version(target) > parse_version(current):
+            raise ReleaseFlowError(
+                f"the last change to {ring} was itself a rollback ({target} → {current}); reverting it would "
+                f"release {target} again. Name the version to return to with --to VERSION"
+            )
         target_release = history.last_release_of(target) if target else None
         if segments[-1].start.commit == current_event.commit:
             reverted = current_event.commit  # the usual case: one commit set the current release

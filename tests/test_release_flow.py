@@ -1,0 +1,289 @@
+"""The release flow end to end, with real git (a bare remote and clones), real PostgreSQL telemetry and
+both forges: LocalForge, and GitHubForge through PyGithub against FakeGitHub (tests/githubfake.py, an
+in-process fake of GitHub's REST API backed by the same bare repository).
+
+propose → merge → propose newer ones (the older PR is closed) → promote refused before soak (clock
+injected) → refused on bad telemetry → promoted (the diff is the release lines alone) → rollback by revert →
+``validate pr`` accepts the revert and rejects a fleet bump that skips pilot, a PR touching both rings and
+a release PR that also edits a manifest.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.releasekit import Keys, git, keys, make_checkout, publish, telemetry_rows
+from tools.forge import Forge, LocalForge
+from tools.policy import validate_pr
+from tools.release import edit_release_text, load_release, make_release, parse_release
+from tools.releaseflow import ReleaseFlowError, Workspace, guard, promote, propose, rollback, status
+
+PILOT = [f"pilot-{i}" for i in range(5)]
+FLEET = [f"fleet-{i:02d}" for i in range(20)]
+PILOT_FILE = "environments/pilot/release.yaml"
+FLEET_FILE = "environments/fleet/release.yaml"
+# The lines a release consists of: a promotion's diff may touch these and nothing else.
+RELEASE_LINE = re.compile(
+    r"^[+-](version|interface|bundle|files|  model\.onnx|  golden\.json|signature|metrics|source):"
+)
+
+
+@dataclass
+class Setup:
+    work: Path
+    remote: Path
+    store: str
+    keys: Keys
+    forge: Forge
+    dsn: str
+
+    def workspace(self, now: datetime | None = None) -> Workspace:
+        return Workspace.open(self.work / "edgeops.yaml", forge=self.forge, now=now)
+
+    def merge(self, number: int) -> datetime:
+        self.forge.merge_pr(number)
+        git(self.work, "fetch", "--quiet", "origin")
+        return datetime.fromtimestamp(int(git(self.work, "show", "-s", "--format=%ct", "origin/main")), UTC)
+
+
+@pytest.fixture(params=["local", "github"])
+def setup(request: pytest.FixtureRequest, tmp_path: Path, git_remote: Path, pg_dsn: str) -> Iterator[Setup]:
+    from tools.pg import connect
+    from tools.telemetry import ensure_schema, register_devices
+
+    k = keys()
+    store = f"file://{tmp_path / 'store'}"
+    work = make_checkout(tmp_path, git_remote, k, store=store)
+    conn = connect(pg_dsn)
+    with conn:
+        ensure_schema(conn)
+        register_devices(conn, {**dict.fromkeys(PILOT, "pilot"), **dict.fromkeys(FLEET, "fleet")})
+    conn.close()
+    if request.param == "local":
+        yield Setup(work, git_remote, store, k, LocalForge(git_remote), pg_dsn)
+        return
+    from tests.githubfake import FakeGitHub
+    from tools.github import GitHubForge
+
+    with FakeGitHub(git_remote) as fake:
+        forge = GitHubForge("context-edge/edgeops", token=fake.token, base_url=fake.base_url)
+        yield Setup(work, git_remote, store, k, forge, pg_dsn)
+
+
+def _insert(dsn: str, rows: list[Any], *, clear: str | None = None) -> None:
+    from tools.pg import connect
+    from tools.telemetry import insert_predictions
+
+    conn = connect(dsn)
+    with conn, conn.cursor() as cur:
+        if clear:
+            cur.execute("DELETE FROM predictions WHERE model_version = %s", (clear,))
+        insert_predictions(conn, rows)
+    conn.close()
+
+
+def _branch_diff(work: Path, branch: str) -> str:
+    return git(work, "diff", f"origin/main...origin/{branch}")
+
+
+def test_the_whole_release_flow(setup: Setup) -> None:  # noqa: PLR0915 (one story, told in order)
+    s = setup
+    v10 = publish(s.store, "v1.0", s.keys, accuracy=0.93)
+    v11 = publish(s.store, "v1.1", s.keys, accuracy=0.94, fleet=("v1.0", 0.93))
+    v12 = publish(s.store, "v1.2", s.keys, accuracy=0.951, fleet=("v1.0", 0.93))
+
+    # --- propose, twice: one PR, updated; the branch changes the pilot release file only -----------------
+    first = propose(s.workspace(), ring="pilot", bundle_uri=v10, private_key=s.keys.private)
+    again = propose(s.workspace(), ring="pilot", bundle_uri=v10, private_key=s.keys.private)
+    assert again.pr.number == first.pr.number and first.pushed and not again.pushed
+    assert [pr.number for pr in s.forge.list_prs(state="open")] == [first.pr.number]
+    assert first.pr.title == "pilot: model v1.0 (accuracy 93.0%, first release)"
+    assert {"model-release", "ring:pilot"} <= set(first.pr.labels)
+    assert "context-edge/fleet-owners" in first.pr.reviewers  # from CODEOWNERS for /environments/
+    assert "```mermaid\nxychart-beta" in first.pr.body and "How to roll back" in first.pr.body
+    assert git(s.work, "diff", "--name-only", "origin/main...origin/release/pilot/v1.0") == PILOT_FILE
+    message = git(s.work, "log", "-1", "--format=%B", "origin/release/pilot/v1.0")
+    assert "Model-Version: v1.0" in message and "Dataset: sha256:" in message and "Run: runs/v1.0" in message
+    merged = s.merge(first.pr.number)
+
+    # --- v1.0 soaks and is promoted to an empty fleet, so fleet has a history to roll back to ----------
+    _insert(s.dsn, telemetry_rows("v1.0", PILOT, merged))
+    decision = promote(s.workspace(merged + timedelta(hours=25)), from_ring="pilot", dsn=s.dsn)
+    assert decision.allowed and decision.pr is not None, [g.detail for g in decision.gates]
+    s.merge(decision.pr.number)
+
+    # --- newer proposals: v1.1, then v1.2 closes v1.1's PR with a pointer to its successor --------------
+    p11 = propose(s.workspace(), ring="pilot", bundle_uri=v11, private_key=s.keys.private)
+    assert p11.pr.title == "pilot: model v1.1 (accuracy 94.0%, +1.0 pts vs fleet v1.0)"
+    p12 = propose(s.workspace(), ring="pilot", bundle_uri=v12, private_key=s.keys.private)
+    assert p12.superseded == [p11.pr.number]
+    closed = s.forge.get_pr(p11.pr.number)
+    assert closed.state == "closed"
+    assert [pr.number for pr in s.forge.list_prs(state="open")] == [p12.pr.number]
+    merged = s.merge(p12.pr.number)
+
+    # --- promote refused before the soak time (clock injected, not slept) ------------------------------
+    _insert(s.dsn, telemetry_rows("v1.2", PILOT, merged))
+    early = promote(s.workspace(merged + timedelta(hours=1)), from_ring="pilot", dsn=s.dsn)
+    assert not early.allowed and early.pr is None
+    soak = next(g for g in early.gates if g.name == "soak_hours")
+    assert not soak.passed and "23.0 h to go" in soak.detail
+
+    # --- refused on bad telemetry: 20 of 100 failing windows missed --------------------------------------
+    _insert(s.dsn, telemetry_rows("v1.2", PILOT, merged, missed=20), clear="v1.2")
+    later = merged + timedelta(hours=25)
+    bad = promote(s.workspace(later), from_ring="pilot", dsn=s.dsn)
+    failed = {g.name for g in bad.gates if not g.passed}
+    assert not bad.allowed and "fn_rate" in failed and "soak_hours" not in failed
+    assert bad.telemetry is not None and bad.telemetry.fn_rate == pytest.approx(0.2)
+
+    # --- promoted once the telemetry is good; the diff is the release lines alone --------------------------
+    _insert(s.dsn, telemetry_rows("v1.2", PILOT, merged), clear="v1.2")
+    dry = promote(s.workspace(later), from_ring="pilot", dsn=s.dsn, dry_run=True)
+    assert dry.allowed and dry.pr is None
+    good = promote(s.workspace(later), from_ring="pilot", dsn=s.dsn)
+    assert good.allowed and good.pr is not None
+    assert "promotion" in good.pr.labels and "| nodes reporting v1.2 | 5 of 5 |" in good.pr.body
+    diff = _branch_diff(s.work, "promote/fleet/v1.2")
+    changed = [ln for ln in diff.splitlines() if ln[:1] in "+-" and not ln.startswith(("+++", "---"))]
+    assert changed and all(RELEASE_LINE.match(ln) for ln in changed), changed
+    assert sum(ln.startswith("-version: v1.0") for ln in changed) == 1
+    assert git(s.work, "diff", "--name-only", "origin/main...origin/promote/fleet/v1.2") == FLEET_FILE
+    ok = validate_pr(s.workspace().repo, s.workspace().cfg, base="origin/main", head="origin/promote/fleet/v1.2",
+                     now=later)  # fmt: skip
+    assert ok.ok, ok.render()
+    early_check = validate_pr(s.workspace().repo, s.workspace().cfg, base="origin/main",
+                              head="origin/promote/fleet/v1.2", now=merged + timedelta(hours=2))  # fmt: skip
+    assert [f.rule for f in early_check.findings] == ["soak"]
+    fleet_v10_text = git(s.work, "show", f"origin/main:{FLEET_FILE}")
+    s.merge(good.pr.number)
+    assert load_release(s.work / FLEET_FILE) is None  # the checkout itself was never touched
+    git(s.work, "merge", "--quiet", "--ff-only", "origin/main")
+    fleet_now = load_release(s.work / FLEET_FILE)
+    pilot_now = load_release(s.work / PILOT_FILE)
+    assert fleet_now == pilot_now and fleet_now is not None and fleet_now.version == "v1.2"
+
+    # --- rollback by revert; validate pr accepts it -------------------------------------------------------
+    rb = rollback(s.workspace(), ring="fleet")
+    assert (rb.current, rb.target) == ("v1.2", "v1.0") and rb.reverted is not None
+    assert "rollback" in rb.pr.labels
+    parents = git(s.work, "show", "-s", "--format=%P", rb.reverted).split()
+    assert len(parents) == 2  # the merge commit of the promotion PR, reverted with -m 1
+    assert git(s.work, "show", f"origin/rollback/fleet/v1.2:{FLEET_FILE}") == fleet_v10_text
+    assert f"This reverts commit {rb.reverted}." in git(
+        s.work, "log", "-1", "--format=%B", "origin/rollback/fleet/v1.2"
+    )
+    accepted = validate_pr(s.workspace().repo, s.workspace().cfg, base="origin/main",
+                           head="origin/rollback/fleet/v1.2", now=later)  # fmt: skip
+    assert accepted.ok and "rollback" in accepted.rings["fleet"], accepted.render()
+    s.merge(rb.pr.number)
+
+    # --- validate pr rejects what must not merge -------------------------------------------------------
+    v13 = publish(s.store, "v1.3", s.keys, accuracy=0.96)
+    ws = s.workspace()
+    from tools.bundle import verify_bundle_uri
+    from tools.signing import public_key_from_pem
+
+    files = verify_bundle_uri(v13, public_key_from_pem(s.keys.public_pem, source="test")).files
+    release13 = make_release(s.keys.private, version="v1.3", interface=fleet_now.interface, bundle=v13,
+                             files={n: files[n] for n in ("model.onnx", "golden.json")})  # fmt: skip
+
+    def hand_made(branch: str, edits: dict[str, str | None]) -> list[str]:
+        git(s.work, "checkout", "--quiet", "-B", branch, "origin/main")
+        for path, ring in edits.items():
+            file = s.work / path
+            if ring is None:
+                file.write_text(file.read_text() + "# a manifest edit\n")
+            else:
+                file.write_text(edit_release_text(file.read_text(), release13, ring=ring, source=path))
+        git(s.work, "commit", "--quiet", "-am", f"hand-made {branch}")
+        report = validate_pr(ws.repo, ws.cfg, base="origin/main", head="HEAD", now=later + timedelta(days=30))
+        git(s.work, "checkout", "--quiet", "main")
+        return sorted({f.rule for f in report.findings})
+
+    assert hand_made("skip-pilot", {FLEET_FILE: "fleet"}) == ["soak"]
+    assert hand_made("both-rings", {PILOT_FILE: "pilot", FLEET_FILE: "fleet"}) == ["one-ring", "soak"]
+    assert hand_made(
+        "with-manifest", {PILOT_FILE: "pilot", "manifests/model-updater/daemonset.yaml": None}
+    ) == ["release-only"]
+    # A release whose signed fields were edited by hand does not verify.
+    git(s.work, "checkout", "--quiet", "-B", "tampered", "origin/main")
+    text = (s.work / PILOT_FILE).read_text()
+    (s.work / PILOT_FILE).write_text(text.replace("bytes: ", "bytes: 1", 1))
+    git(s.work, "commit", "--quiet", "-am", "tampered")
+    tampered = validate_pr(ws.repo, ws.cfg, base="origin/main", head="HEAD", now=later)
+    git(s.work, "checkout", "--quiet", "main")
+    # Both: the signature no longer verifies, and v1.2 would be re-pinned with other signed content.
+    assert [f.rule for f in tampered.findings] == ["release-file", "forward"]
+    assert "were changed after signing" in tampered.findings[0].message
+
+
+def test_guard_opens_one_rollback_pr_and_status_reports(setup: Setup) -> None:
+    s = setup
+    v10 = publish(s.store, "v1.0", s.keys, accuracy=0.93)
+    v11 = publish(s.store, "v1.1", s.keys, accuracy=0.94, fleet=("v1.0", 0.93))
+    s.merge(propose(s.workspace(), ring="pilot", bundle_uri=v10, private_key=s.keys.private).pr.number)
+    merged = s.merge(
+        propose(s.workspace(), ring="pilot", bundle_uri=v11, private_key=s.keys.private).pr.number
+    )
+    now = merged + timedelta(hours=3)
+
+    _insert(s.dsn, telemetry_rows("v1.1", PILOT, merged, per_device=10))
+    calm = guard(s.workspace(now), ring="pilot", dsn=s.dsn)
+    assert not calm.breached and calm.rollback is None  # 50 validated < 200: labels not judged, no errors
+
+    _insert(
+        s.dsn, telemetry_rows("v1.1", PILOT, merged, per_device=60, errors=30, latency_ms=80.0), clear="v1.1"
+    )
+    one = guard(s.workspace(now), ring="pilot", dsn=s.dsn)
+    two = guard(s.workspace(now), ring="pilot", dsn=s.dsn)
+    assert one.breached and one.rollback is not None and two.rollback is not None
+    assert {g.name for g in one.gates if not g.passed} == {"error_rate", "p95_latency_ms"}
+    assert one.rollback.pr.number == two.rollback.pr.number
+    assert {"rollback", "auto"} <= set(one.rollback.pr.labels)
+    assert "| ❌" in one.rollback.pr.body or "❌" in one.rollback.pr.body
+    assert len([p for p in s.forge.list_prs(state="open") if p.head.startswith("rollback/")]) == 1
+    assert git(s.work, "show", f"origin/rollback/pilot/v1.1:{PILOT_FILE}").count("version: v1.0") == 1
+
+    report = status(s.workspace(now), dsn=s.dsn)
+    pilot = report["rings"][0]
+    assert (pilot["ring"], pilot["version"], pilot["hours"]) == (
+        "pilot",
+        "v1.1",
+        pytest.approx(3.0, abs=0.01),
+    )
+    assert pilot["soak"]["hours_left"] == pytest.approx(21.0, abs=0.01) and not pilot["soak"]["done"]
+    assert [pr["number"] for pr in pilot["prs"]] == [one.rollback.pr.number]
+    assert pilot["telemetry"]["errors"] == 30
+    assert report["rings"][1]["version"] is None
+
+
+def test_refusals_say_what_to_do(setup: Setup) -> None:
+    s = setup
+    v10 = publish(s.store, "v1.0", s.keys)
+    with pytest.raises(ReleaseFlowError, match="first ring \\(pilot\\) only.*edgeops promote --from pilot"):
+        propose(s.workspace(), ring="fleet", bundle_uri=v10, private_key=s.keys.private)
+    with pytest.raises(ReleaseFlowError, match="not the one nodes trust"):
+        propose(s.workspace(), ring="pilot", bundle_uri=v10, private_key=keys().private)
+    with pytest.raises(ReleaseFlowError, match="pilot has no release to promote"):
+        promote(s.workspace(), from_ring="pilot", dsn=s.dsn)
+    with pytest.raises(ReleaseFlowError, match="nothing to roll back"):
+        rollback(s.workspace(), ring="fleet")
+    s.merge(propose(s.workspace(), ring="pilot", bundle_uri=v10, private_key=s.keys.private).pr.number)
+    with pytest.raises(ReleaseFlowError, match="pilot already runs v1.0"):
+        propose(s.workspace(), ring="pilot", bundle_uri=v10, private_key=s.keys.private)
+    with pytest.raises(ReleaseFlowError, match="never ran v0.9"):
+        rollback(s.workspace(), ring="pilot", to="v0.9")
+    # A damaged bundle is never proposed.
+    v11 = publish(s.store, "v1.1", s.keys)
+    (Path(v11[len("file://") :]) / "model.onnx").write_bytes(b"swapped")
+    with pytest.raises(ReleaseFlowError, match="does not match SHA256SUMS"):
+        propose(s.workspace(), ring="pilot", bundle_uri=v11, private_key=s.keys.private)
+    assert parse_release((s.work / PILOT_FILE).read_text(), source="x") is None  # checkout untouched
