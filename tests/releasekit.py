@@ -75,8 +75,8 @@ def make_checkout(tmp: Path, remote: Path, k: Keys, *, store: str) -> Path:
 def card(version: str, *, accuracy: float, fleet: tuple[str, float] | None = None) -> dict[str, Any]:
     """A model card with the structure training/card.py writes."""
     per_mode = {
-        name: {"precision": accuracy, "recall": accuracy - 0.01 * i, "f1": accuracy - 0.005 * i, "auroc": 0.99,
-               "support": 50 + i, "threshold": 0.5, "tp": 45, "fp": 1, "fn": 2, "tn": 400}
+        name: {"precision": accuracy, "recall": accuracy - 0.01 * i, "f1": accuracy - 0.005 * i,
+               "auroc": 0.99, "support": 50 + i, "threshold": 0.5, "tp": 45, "fp": 1, "fn": 2, "tn": 400}
         for i, name in enumerate(LABELS)
     }  # fmt: skip
     metrics = {
@@ -101,7 +101,7 @@ def card(version: str, *, accuracy: float, fleet: tuple[str, float] | None = Non
             "fingerprint": "sha256:" + "d" * 64,
             "rows": 20000,
             "splits": {"train": 16000, "val": 2000, "test": 2000},
-        },  # fmt: skip
+        },
         "source": {"commit": "0123abcd", "run": f"runs/{version}", "torch": "2.13.0+cpu"},
         "training": {
             "wall_seconds": 412.5,
@@ -113,7 +113,7 @@ def card(version: str, *, accuracy: float, fleet: tuple[str, float] | None = Non
             "cost_usd": 0.2865,
             "epochs_run": 30,
             "best_epoch": 24,
-        },  # fmt: skip
+        },
         "metrics": metrics,
         "fleet": fleet_block,
         "gates": [
@@ -124,17 +124,17 @@ def card(version: str, *, accuracy: float, fleet: tuple[str, float] | None = Non
                 "passed": True,
                 "detail": "subset accuracy on the test split",
             }
-        ],  # fmt: skip
+        ],
         "gates_passed": True,
         "latency_cpu_onnxruntime": {
             "batch_1": {"p50_ms": 0.05, "p99_ms": 0.19},
             "batch_64": {"p50_ms": 1.07, "p99_ms": 1.85},
-        },  # fmt: skip
+        },
         "engine": {"built": False, "reason": "TensorRT unavailable on this runner"},
         "history": [
             {"epoch": e, "train_loss": 0.5 / e, "val_loss": 0.55 / e + 0.01, "val_subset_accuracy": 0.9}
             for e in range(1, 31)
-        ],  # fmt: skip
+        ],
         "rollback": "Revert the pull request that set this version in a ring.",
     }
 
