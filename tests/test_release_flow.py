@@ -10,7 +10,10 @@ a release PR that also edits a manifest.
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import EDGEOPS
 from tests.releasekit import Keys, git, keys, make_checkout, publish, telemetry_rows
 from tools.forge import Forge, LocalForge
 from tools.policy import validate_pr
@@ -288,3 +292,64 @@ def test_refusals_say_what_to_do(setup: Setup) -> None:
     with pytest.raises(ReleaseFlowError, match="does not match SHA256SUMS"):
         propose(s.workspace(), ring="pilot", bundle_uri=v11, private_key=s.keys.private)
     assert parse_release((s.work / PILOT_FILE).read_text(), source="x") is None  # checkout untouched
+
+
+def _cli(work: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, **(env or {})}
+    full.pop("EDGEOPS_CONFIG", None)
+    return subprocess.run(
+        [str(EDGEOPS), *args], cwd=work, capture_output=True, text=True, env=full, check=False
+    )
+
+
+def test_the_cli_drives_the_same_flow(tmp_path: Path, git_remote: Path, pg_dsn: str) -> None:
+    k = keys()
+    store = f"file://{tmp_path / 'store'}"
+    work = make_checkout(tmp_path, git_remote, k, store=store)
+    v10 = publish(store, "v1.0", k)
+    secret = {"EDGEOPS_SIGNING_KEY": k.private_pem.decode()}
+
+    first = _cli(work, "propose", "--ring", "pilot", "--bundle", v10, env=secret)
+    assert first.returncode == 0, first.stderr
+    assert "PR #1" in first.stdout and "branch release/pilot/v1.0 (pushed)" in first.stdout
+    again = _cli(work, "propose", "--bundle", v10, env=secret)
+    assert again.returncode == 0 and "PR #1" in again.stdout and "(already up to date)" in again.stdout
+    assert "PRIVATE KEY" not in first.stdout + first.stderr + again.stdout + again.stderr
+    no_key = _cli(
+        work, "propose", "--bundle", v10, env={"EDGEOPS_SIGNING_KEY": "", "EDGEOPS_SIGNING_KEY_FILE": ""}
+    )
+    assert no_key.returncode == 1 and "no signing key" in no_key.stderr
+
+    # The PR's head passes the required check; a hand-made fleet bump does not (exit 1, a line per problem).
+    git(work, "fetch", "--quiet")
+    accepted = _cli(work, "validate", "pr", "--base", "origin/main", "--head", "origin/release/pilot/v1.0")
+    assert accepted.returncode == 0 and "pilot: new release no release → v1.0" in accepted.stdout
+    git(work, "checkout", "--quiet", "-b", "skip", "origin/release/pilot/v1.0")
+    (work / FLEET_FILE).write_text((work / PILOT_FILE).read_text().replace('ring "pilot"', 'ring "fleet"'))
+    git(work, "commit", "--quiet", "-am", "fleet too")
+    rejected = _cli(work, "validate", "pr", "--base", "origin/main", "--head", "HEAD", "--json")
+    assert rejected.returncode == 1
+    assert {f["rule"] for f in json.loads(rejected.stdout)["findings"]} == {"one-ring", "soak"}
+    git(work, "checkout", "--quiet", "main")
+
+    LocalForge(git_remote).merge_pr(1)
+    report = _cli(work, "status", "--json")
+    assert report.returncode == 0, report.stderr
+    rings = {r["ring"]: r for r in json.loads(report.stdout)["rings"]}
+    assert rings["pilot"]["version"] == "v1.0" and rings["fleet"]["version"] is None
+    assert rings["pilot"]["soak"]["done"] is False and rings["pilot"]["prs"] == []
+
+    no_tables = _cli(work, "promote", "--from", "pilot", "--dry-run", "--pg", pg_dsn)
+    assert no_tables.returncode == 1 and "TELEMETRY_DDL in tools/telemetry.py" in no_tables.stderr
+    from tools.pg import connect
+    from tools.telemetry import ensure_schema
+
+    conn = connect(pg_dsn)
+    with conn:
+        ensure_schema(conn)
+    conn.close()
+    refused = _cli(work, "promote", "--from", "pilot", "--dry-run", "--pg", pg_dsn)
+    assert refused.returncode == 1, refused.stderr
+    assert "promote v1.0 pilot → fleet: REFUSED" in refused.stdout
+    assert "FAIL  soak_hours" in refused.stdout and "FAIL  reporting_fraction" in refused.stdout
+    assert git(work, "ls-remote", "--heads", "origin", "promote/*") == ""  # a dry run pushes nothing
