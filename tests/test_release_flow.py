@@ -47,6 +47,7 @@ class Setup:
     keys: Keys
     forge: Forge
     dsn: str
+    fake: Any = None  # the FakeGitHub behind a GitHubForge
 
     def workspace(self, now: datetime | None = None) -> Workspace:
         return Workspace.open(self.work / "edgeops.yaml", forge=self.forge, now=now)
@@ -76,9 +77,12 @@ def setup(request: pytest.FixtureRequest, tmp_path: Path, git_remote: Path, pg_d
     from tests.githubfake import FakeGitHub
     from tools.github import GitHubForge
 
-    with FakeGitHub(git_remote) as fake:
-        forge = GitHubForge("context-edge/edgeops", token=fake.token, base_url=fake.base_url)
-        yield Setup(work, git_remote, store, k, forge, pg_dsn)
+    with FakeGitHub(git_remote, repository="context-edge/edgeops") as fake:
+        forge = GitHubForge(
+            "context-edge/edgeops", token=fake.token, base_url=fake.base_url, seconds_between_requests=None,
+            seconds_between_writes=None,
+        )  # fmt: skip
+        yield Setup(work, git_remote, store, k, forge, pg_dsn, fake)
 
 
 def _insert(dsn: str, rows: list[Any], *, clear: str | None = None) -> None:
@@ -108,6 +112,9 @@ def test_the_whole_release_flow(setup: Setup) -> None:
     again = propose(s.workspace(), ring="pilot", bundle_uri=v10, private_key=s.keys.private)
     assert again.pr.number == first.pr.number and first.pushed and not again.pushed
     assert [pr.number for pr in s.forge.list_prs(state="open")] == [first.pr.number]
+    if s.fake is not None:  # one create; the second run found the PR by its head and edited it
+        assert [r.status for r in s.fake.calls("POST", r".*/pulls")] == [201]
+        assert len(s.fake.calls("PATCH", rf".*/pulls/{first.pr.number}")) == 1
     assert first.pr.title == "pilot: model v1.0 (accuracy 93.0%, first release)"
     assert {"model-release", "ring:pilot"} <= set(first.pr.labels)
     assert "context-edge/fleet-owners" in first.pr.reviewers  # from CODEOWNERS for /environments/
