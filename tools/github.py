@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from types import TracebackType
-from typing import Any
 
 import github
 from github.GithubException import GithubException, RateLimitExceededException
@@ -38,6 +38,9 @@ TOKEN_VARIABLE = "GITHUB_TOKEN"  # noqa: S105 (the name of the variable, not a s
 _API_URL_VARIABLE = "GITHUB_API_URL"
 _PERMISSIONS = "pull requests: write, contents: write, issues: write"
 _ALREADY_EXISTS = "a pull request already exists"
+# PyGithub's own pacing (seconds), which keeps a run under GitHub's secondary rate limits.
+_BETWEEN_REQUESTS = 0.25
+_BETWEEN_WRITES = 1.0
 
 
 def _already_exists(exc: GithubException) -> bool:
@@ -76,8 +79,8 @@ class GitHubForge:
         base_url: str = DEFAULT_BASE_URL,
         per_page: int = 100,
         timeout: int = 15,
-        seconds_between_requests: float | None = 0.25,
-        seconds_between_writes: float | None = 1.0,
+        seconds_between_requests: float | None = _BETWEEN_REQUESTS,
+        seconds_between_writes: float | None = _BETWEEN_WRITES,
     ) -> None:
         """``per_page``: page size of every list (GitHub's maximum, 100: fewest requests).
 
@@ -89,6 +92,8 @@ class GitHubForge:
             raise ForgeError(f"GitHub repository {repository!r} is not of the form 'owner/name'")
         if not token:
             raise ForgeError(f"no GitHub token given for {repository} (set {TOKEN_VARIABLE})")
+        if urllib.parse.urlsplit(base_url).scheme not in ("https", "http") or "://" not in base_url:
+            raise ForgeError(f"GitHub API URL {base_url!r} is not an http(s):// URL")
         self.repository = repository
         self.owner = owner
         self.base_url = base_url
@@ -104,7 +109,16 @@ class GitHubForge:
         self._repository: Repository | None = None
 
     @classmethod
-    def from_env(cls, repository: str, base_url: str | None = None, **kwargs: Any) -> GitHubForge:
+    def from_env(
+        cls,
+        repository: str,
+        base_url: str | None = None,
+        *,
+        per_page: int = 100,
+        timeout: int = 15,
+        seconds_between_requests: float | None = _BETWEEN_REQUESTS,
+        seconds_between_writes: float | None = _BETWEEN_WRITES,
+    ) -> GitHubForge:
         """A forge whose token is ``GITHUB_TOKEN``: in production a GitHub App installation token.
 
         Not the workflow's default ``GITHUB_TOKEN``: pull requests opened with it trigger no workflows.
@@ -118,7 +132,9 @@ class GitHubForge:
                 "because pull requests opened with it trigger no workflows"
             )
         url = base_url or os.environ.get(_API_URL_VARIABLE, "").strip() or DEFAULT_BASE_URL
-        return cls(repository, token=token, base_url=url, **kwargs)
+        return cls(repository, token=token, base_url=url, per_page=per_page, timeout=timeout,
+                   seconds_between_requests=seconds_between_requests,
+                   seconds_between_writes=seconds_between_writes)  # fmt: skip
 
     def __repr__(self) -> str:  # never the token
         return f"GitHubForge({self.repository!r}, base_url={self.base_url!r})"
@@ -140,7 +156,7 @@ class GitHubForge:
     def _scrub(self, text: str) -> str:
         return text.replace(self._token, "***")
 
-    def _translate(self, exc: GithubException, action: str, subject: str) -> Exception:
+    def _translate(self, exc: GithubException, action: str, subject: str | None) -> Exception:
         reason = _github_reason(exc)
         where = f"{self.repository} at {self.base_url}"
         if isinstance(exc, RateLimitExceededException):
@@ -153,12 +169,15 @@ class GitHubForge:
                 f"{_PERMISSIONS}"
             )
             return ServiceError(self._scrub(message))
-        if exc.status == 404:
+        if exc.status == 404 and (self._repository is None or subject is None):
+            # GitHub answers 404, not 403, for a private repository the token cannot see.
             message = (
-                f"{subject} not found on {where} (HTTP 404 while {action}): check the name, and that the "
-                "GitHub App is installed on the repository"
+                f"repository {self.repository} not found at {self.base_url} (HTTP 404 while {action}): "
+                "check its name, and that the GitHub App is installed on it"
             )
             return ForgeError(self._scrub(message))
+        if exc.status == 404:
+            return ForgeError(self._scrub(f"{subject} not found in {where} (HTTP 404 while {action})"))
         if 400 <= exc.status < 500:  # a request GitHub will not do: validation, state, conflict
             return ForgeError(
                 self._scrub(f"GitHub refused {action} on {where} (HTTP {exc.status}): {reason}")
@@ -172,7 +191,7 @@ class GitHubForge:
         try:
             yield
         except GithubException as exc:
-            raise self._translate(exc, action, subject or f"repository {self.repository}") from exc
+            raise self._translate(exc, action, subject) from exc
         except OSError as exc:  # requests' ConnectionError, Timeout and RetryError are OSErrors
             message = f"cannot reach GitHub at {self.base_url} while {action} on {self.repository}: {exc}"
             raise ServiceError(self._scrub(message)) from exc
