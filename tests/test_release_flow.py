@@ -137,6 +137,12 @@ def test_the_whole_release_flow(setup: Setup) -> None:
     assert p12.superseded == [p11.pr.number]
     closed = s.forge.get_pr(p11.pr.number)
     assert closed.state == "closed"
+    if s.fake is None:
+        assert len(closed.comments) == 1
+        assert closed.comments[0].startswith(f"Superseded by #{p12.pr.number} (v1.2): only the newest")
+    else:
+        bodies = [c.body for c in s.fake.comments.values() if c.issue_number == p11.pr.number]
+        assert len(bodies) == 1 and bodies[0].startswith(f"Superseded by #{p12.pr.number} (v1.2)")
     assert [pr.number for pr in s.forge.list_prs(state="open")] == [p12.pr.number]
     merged = s.merge(p12.pr.number)
 
