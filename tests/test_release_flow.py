@@ -160,6 +160,13 @@ def test_the_whole_release_flow(setup: Setup) -> None:
     failed = {g.name for g in bad.gates if not g.passed}
     assert not bad.allowed and "fn_rate" in failed and "soak_hours" not in failed
     assert bad.telemetry is not None and bad.telemetry.fn_rate == pytest.approx(0.2)
+    # Each refusal edits one bot comment on v1.2's pilot PR instead of adding one per run.
+    marker = "<!-- edgeops:promotion-fleet -->"
+    if s.fake is None:
+        notes = [c for c in s.forge.get_pr(p12.pr.number).comments if c.startswith(marker)]
+    else:
+        notes = [c.body for c in s.fake.comments.values() if c.issue_number == p12.pr.number]
+    assert len(notes) == 1 and "Not promoted to fleet yet" in notes[0] and "fn_rate" in notes[0]
 
     # --- promoted once the telemetry is good; the diff is the release lines alone --------------------------
     _insert(s.dsn, telemetry_rows("v1.2", PILOT, merged), clear="v1.2")

@@ -509,8 +509,12 @@ def promote(
     telemetry = _telemetry(dsn, from_ring, version, segment.start.time, ws.now)
     decision.telemetry = telemetry
     decision.gates.extend(check_gates(telemetry, ws.cfg.gates.telemetry, purpose="promote"))
-    if not decision.allowed or dry_run:
-        decision.note = "dry run: nothing pushed" if dry_run else "refused: a gate failed"
+    if dry_run:
+        decision.note = "dry run: nothing pushed"
+        return decision
+    if not decision.allowed:
+        decision.note = "refused: a gate failed"
+        _report_promotion(ws, decision, render_gate_table(decision.gates))
         return decision
 
     path = ws.release_path(to_ring)
@@ -545,8 +549,26 @@ def promote(
         labels=[*ws.cfg.review.labels, f"ring:{to_ring}", PROMOTION_LABEL], reviewers=ws.reviewers(path),
     )  # fmt: skip
     _supersede(ws, f"promote/{to_ring}/", decision.pr, version)
+    _report_promotion(ws, decision, render_gate_table(decision.gates))
     decision.note = f"promotion PR #{decision.pr.number} is open"
     return decision
+
+
+def _report_promotion(ws: Workspace, decision: PromoteDecision, table: str) -> None:
+    """Keep one bot comment on the PR that released the version in the source ring, updated every run.
+
+    Reviewers of the pilot release see why it is (not yet) promoted without opening a CI log; the daily
+    promote workflow edits the same comment instead of adding one per day.
+    """
+    head = f"release/{decision.from_ring}/{decision.version}"
+    source = next((pr for pr in ws.forge.list_prs(state="merged") if pr.head == head), None)
+    if source is None:
+        return  # released some other way (a hand-made PR): nothing to annotate
+    if decision.pr is not None:
+        verdict = f"**Promoted**: #{decision.pr.number} copies {decision.version} into {decision.to_ring}."
+    else:
+        verdict = f"**Not promoted to {decision.to_ring} yet** (checked {_iso(ws.now)}):"
+    ws.forge.upsert_comment(source.number, f"promotion-{decision.to_ring}", f"{verdict}\n\n{table}")
 
 
 # --- rollback -------------------------------------------------------------------------------------------
