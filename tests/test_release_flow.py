@@ -27,7 +27,16 @@ from tests.releasekit import Keys, git, keys, make_checkout, publish, telemetry_
 from tools.forge import Forge, LocalForge
 from tools.policy import validate_pr
 from tools.release import edit_release_text, load_release, make_release, parse_release
-from tools.releaseflow import ReleaseFlowError, Workspace, guard, promote, propose, rollback, status
+from tools.releaseflow import (
+    ReleaseFlowError,
+    Workspace,
+    guard,
+    promote,
+    propose,
+    render_status,
+    rollback,
+    status,
+)
 
 PILOT = [f"pilot-{i}" for i in range(5)]
 FLEET = [f"fleet-{i:02d}" for i in range(20)]
@@ -288,6 +297,12 @@ def test_guard_opens_one_rollback_pr_and_status_reports(setup: Setup) -> None:
     assert [pr["number"] for pr in pilot["prs"]] == [one.rollback.pr.number]
     assert pilot["telemetry"]["errors"] == 30
     assert report["rings"][1]["version"] is None
+    text = render_status(report)
+    assert "pilot: v1.1 since" in text and "soak: 21.0 h left of 24 h before fleet" in text
+    assert (
+        f"PR #{one.rollback.pr.number} open: pilot: roll back v1.1 → v1.0" in text
+        and "fleet: no release" in text
+    )
 
 
 def test_refusals_say_what_to_do(setup: Setup) -> None:
