@@ -33,7 +33,8 @@ production has the backend's own):
 A ring's telemetry for a release covers the predictions of that ``model_version`` with
 ``since <= predicted_at < until`` made by the ring's own nodes (``edge_devices``): once pilot and fleet
 run the same version, each ring is judged on its nodes alone, and unregistered nodes count nowhere.
-All of it is aggregated in SQL (one query, FILTER clauses and ``percentile_cont``); no prediction row is pulled into Python. The definitions:
+All of it is aggregated in SQL (one query, FILTER clauses and ``percentile_cont``); no prediction row is
+pulled into Python. The definitions:
 
 * ``reporting_nodes``: distinct devices with such predictions that are registered in the ring;
   ``ring_nodes``: devices registered in the ring. ``reporting_fraction`` = reporting / ring nodes.
