@@ -22,11 +22,6 @@ __all__ = ["run_demo"]
 log = logging.getLogger("edgeops.demo")
 _MARKER = ".edgeops-demo-workspace"
 
-NOT_BUILT = [
-    ("release PR, promotion, rollback", 7),
-    ("pipeline runner, workflows", 8),
-]
-
 
 def _say(text: str = "") -> None:
     print(text, flush=True)
@@ -198,11 +193,9 @@ def run_demo(*, workspace: Path, n: int, seed: int, config_path: str | None) -> 
             done.append("evaluated it (gates failed: not published)")
 
     _say(f"\nedgeops demo: finished in {time.monotonic() - total_start:.1f}s. Done: {'; '.join(done)}.")
-    _say("Not built yet, so not run (the demo grows as these land):")
-    for what, issue in NOT_BUILT:
-        _say(f"  - {what} (issue #{issue})")
     _say(
-        "Built, but not yet part of this story (issue #9 joins them): the rollout to the rings through the\n"
-        "manifests and the model-updater. Try `edgeops fleet-sim --nodes 100 --pilot 10` (a simulation)."
+        "Built, but not yet part of this story (issue #9 joins them): the release PRs (`edgeops propose`,\n"
+        "`promote`, `rollback`; docs/promotion.md), the resumable pipeline (`edgeops pipeline run`;\n"
+        "docs/pipeline.md) and the rollout to the rings (try `edgeops fleet-sim --nodes 100 --pilot 10`)."
     )
     return 0

@@ -31,13 +31,12 @@ def test_help_lists_every_design_subcommand() -> None:
     assert "config" in listed
 
 
-@pytest.mark.parametrize("name", sorted(PLANNED))
-def test_unbuilt_subcommands_say_so_and_fail(name: str) -> None:
-    result = edgeops(name, "--some-flag", "value")
-    assert result.returncode == 3
-    assert f"edgeops {name}: not available yet" in result.stderr
-    assert f"issue #{PLANNED[name][1]}" in result.stderr
-    assert result.stdout == ""
+def test_every_designed_subcommand_is_built() -> None:
+    # PLANNED lists subcommands that exist in --help but are not built (they exit 3); none are left.
+    assert PLANNED == {}
+    for name in DESIGN_SUBCOMMANDS:
+        result = edgeops(name, "--help")
+        assert result.returncode == 0 and "not available yet" not in result.stdout + result.stderr, name
 
 
 def test_config_check_prints_effective_config() -> None:

@@ -19,7 +19,7 @@ def test_demo_runs_and_is_honest(tmp_path: Path) -> None:
     assert "150 of 150 records valid" in out
     assert "first load:  seeded 150 LDOs" in out and "second load: nothing to do" in out
     assert "warm: snapshot sha256:" in out and "0 fetched (0.0 MB)" in out
-    assert "Not built yet, so not run" in out and "release PR, promotion, rollback (issue #7)" in out
+    assert "Not built yet" not in out and "not yet part of this story (issue #9" in out
     assert "edgeops fleet-sim" in out
     assert "test split (" in out and (ws / "run" / "weights.safetensors").is_file()
     assert "ONNX parity max |diff|" in out and "TensorRT engine: not built (" in out
