@@ -6,8 +6,6 @@ import json
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import EDGEOPS, REPO
 from tools.cli import PLANNED
 
