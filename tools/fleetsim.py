@@ -61,7 +61,17 @@ from tools.signing import generate_keypair, private_key_from_pem, public_key_fro
 from tools.store import Store, open_store
 from tools.updater import CURRENT, ReconcileResult, Updater
 
-__all__ = ["LOAD_SAMPLE", "FaultPlan", "PhaseReport", "Ring", "SimReport", "load_rings", "main", "simulate"]
+__all__ = [
+    "LOAD_SAMPLE",
+    "FaultPlan",
+    "Fleet",
+    "PhaseReport",
+    "Ring",
+    "SimReport",
+    "load_rings",
+    "main",
+    "simulate",
+]
 
 log = logging.getLogger("edgeops.fleetsim")
 
@@ -484,6 +494,82 @@ def _arm(nodes: Sequence[_Node], plan: FaultPlan, chosen: Mapping[str, list[_Nod
         node.faults.corrupt_next = "golden.json"
 
 
+class Fleet:
+    """Simulated nodes with the real updater, in the rings the real manifests select; rolled out by ring.
+
+    ``edgeops fleet-sim`` drives one through its five phases; ``make demo`` drives one with the releases
+    the demo's pull requests merge (what Argo CD would sync). The first ``pilot`` nodes carry the pilot
+    label; which ring owns each node is decided by the rings' DaemonSets, exactly one per node.
+    """
+
+    def __init__(
+        self, *, nodes: int, pilot: int, workdir: Path, rings: Mapping[str, Ring], public_key: Any,
+        accept_interfaces: Sequence[str], seed: int = 0, keep: int = 3,
+        store_opener: Any = None,
+    ) -> None:  # fmt: skip
+        if nodes < 1 or not 0 <= pilot <= nodes:
+            raise EdgeopsError(f"--nodes {nodes} --pilot {pilot}: need 1 ≤ nodes and 0 ≤ pilot ≤ nodes")
+        self.rings = dict(rings)
+        self.reads = _Reads()
+        self.rng = random.Random(seed)  # noqa: S311 - picks simulated nodes, not secrets
+        shared: dict[str, Store] = {}
+
+        def shared_store(uri: str) -> Store:
+            store = shared.get(uri)
+            if store is None:
+                store = shared[uri] = open_store(uri)  # one client for the whole fleet
+            return store
+
+        opener = store_opener or shared_store
+        self.nodes: list[_Node] = []
+        run_dir = Path(workdir) / f"run-{os.getpid()}-{time.time_ns()}"
+        for index in range(nodes):
+            name = f"node-{index:04d}"
+            labels = {"kubernetes.io/hostname": name}
+            if index < pilot:
+                labels[RING_LABEL] = "pilot"
+            owners = [r for r in self.rings.values() if r.selects(labels)]
+            if len(owners) != 1:
+                raise EdgeopsError(
+                    f"{name} {labels} is selected by {len(owners)} rings ({[r.name for r in owners]}); "
+                    "each node must be owned by exactly one"
+                )
+            node_faults = _NodeFaults()
+
+            def node_opener(uri: str, node_faults: _NodeFaults = node_faults) -> Store:
+                return _NodeStore(opener(uri), node_faults, self.reads)
+
+            root = run_dir / name
+            updater = Updater(
+                root, public_key, accept_interfaces=tuple(accept_interfaces), keep=keep,
+                store_opener=node_opener, node=name, lock=False,
+            )  # fmt: skip
+            self.nodes.append(_Node(name, labels, owners[0].name, root, updater, node_faults))
+        self.sim = _Sim(self.nodes, self.rings, self.reads, self.rng)
+
+    def rollout(self, phase: str, ring: str, release: Release) -> PhaseReport:
+        """Roll ``ring`` out to ``release`` under its budget; every node checked after every step."""
+        if ring not in self.rings:
+            raise EdgeopsError(f"no ring {ring!r} in the manifests (rings: {', '.join(self.rings)})")
+        return self.sim.rollout(phase, ring, release)
+
+    def members(self, ring: str) -> list[str]:
+        return [n.name for n in self.nodes if n.ring == ring]
+
+    def versions(self, ring: str | None = None) -> dict[str, int]:
+        """How many nodes (of ``ring``, or all) run each version."""
+        return dict(Counter(_version_of(n) for n in self.nodes if ring is None or n.ring == ring))
+
+    def model_path(self, node: str) -> Path:
+        """The model a node serves now (``<root>/current/model.onnx``, resolved)."""
+        found = next(n for n in self.nodes if n.name == node)
+        return Path(os.path.realpath(found.root / CURRENT / "model.onnx"))
+
+    @property
+    def violations(self) -> list[str]:
+        return self.sim.violations
+
+
 def simulate(
     *,
     nodes: int,
@@ -532,48 +618,22 @@ def simulate(
             metrics={"simulated": True},
         )
 
-    reads = _Reads()
-    fleet: list[_Node] = []
-    run_dir = workdir / f"run-{os.getpid()}-{time.time_ns()}"
-    for index in range(nodes):
-        name = f"node-{index:04d}"
-        labels = {"kubernetes.io/hostname": name}
-        if index < pilot:
-            labels[RING_LABEL] = "pilot"
-        owners = [r for r in rings.values() if r.selects(labels)]
-        if len(owners) != 1:
-            raise EdgeopsError(
-                f"{name} {labels} is selected by {len(owners)} rings ({[r.name for r in owners]}); "
-                "each node must be owned by exactly one"
-            )
-        node_faults = _NodeFaults()
-
-        def opener(uri: str, node_faults: _NodeFaults = node_faults) -> Store:
-            return _NodeStore(shared_store(uri), node_faults, reads)
-
-        root = run_dir / name
-        updater = Updater(
-            root,
-            public_key,
-            accept_interfaces=(INTERFACE,),
-            keep=3,
-            store_opener=opener,
-            node=name,
-            lock=False,
-        )
-        fleet.append(_Node(name, labels, owners[0].name, root, updater, node_faults))
-
+    sim_fleet = Fleet(
+        nodes=nodes, pilot=pilot, workdir=workdir, rings=rings, public_key=public_key,
+        accept_interfaces=(INTERFACE,), seed=plan.seed, store_opener=shared_store,
+    )  # fmt: skip
+    fleet = sim_fleet.nodes
     fleet_nodes = [n for n in fleet if n.ring == "fleet"]
     if plan.total() > len(fleet_nodes):
         raise EdgeopsError(f"{plan.total()} faulty nodes asked for, the fleet ring has {len(fleet_nodes)}")
-    rng = random.Random(plan.seed)  # noqa: S311 - picks simulated nodes, not secrets
+    rng = sim_fleet.rng
     picked = rng.sample(fleet_nodes, plan.total())
     chosen: dict[str, list[_Node]] = {}
     for kind in ("offline", "failed_downloads", "corrupt_objects", "bad_golden"):
         count = int(getattr(plan, kind))
         chosen[kind], picked = picked[:count], picked[count:]
 
-    sim = _Sim(fleet, rings, reads, rng)
+    sim = sim_fleet.sim
     phases: list[PhaseReport] = []
     plan_phases = [
         ("pilot-v1.0", "pilot", "v1.0"),
