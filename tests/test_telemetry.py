@@ -31,6 +31,7 @@ from tools.telemetry import (
     read_ring_telemetry,
     register_devices,
     render_gate_table,
+    telemetry_from_rows,
 )
 
 SINCE = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -135,6 +136,26 @@ def test_read_ring_telemetry_counts_exactly_what_the_scenario_holds(db: Any) -> 
     assert len(latencies) == 350 - 14
     assert t.p95_latency_ms == pytest.approx(float(np.percentile(latencies, 95, method="linear")), abs=1e-9)
     assert t.p95_latency_ms is not None and t.p95_latency_ms < 9999.0
+
+
+@pytest.mark.postgres
+def test_the_in_process_computation_agrees_with_the_sql(db: Any) -> None:
+    rows, _ = scenario()
+    stray = [
+        PredictionRow("fleet-00", "v2", at(1), [], [], 5.0),
+        PredictionRow("nobody", "v2", at(2), [], []),
+    ]
+    early = [PredictionRow("pilot-00", "v2", SINCE - timedelta(seconds=1), ["overheating"], [], 1.0)]
+    insert_predictions(db, rows + stray + early)
+    db.commit()
+    devices = {**dict.fromkeys(PILOT, "pilot"), **dict.fromkeys(FLEET, "fleet")}
+    for ring in ("pilot", "fleet"):
+        in_sql = read(db, ring=ring)
+        in_python = telemetry_from_rows(rows + stray + early, devices, ring=ring, version="v2", since=SINCE,
+                                        until=UNTIL)  # fmt: skip
+        sql, py = in_sql.to_dict(), in_python.to_dict()
+        assert sql.pop("p95_latency_ms") == pytest.approx(py.pop("p95_latency_ms"), abs=1e-4)  # real vs float
+        assert sql == py, ring
 
 
 @pytest.mark.postgres

@@ -60,6 +60,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+import numpy as np
 import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
@@ -80,6 +81,7 @@ __all__ = [
     "read_ring_telemetry",
     "register_devices",
     "render_gate_table",
+    "telemetry_from_rows",
 ]
 
 Connection = psycopg2.extensions.connection
@@ -345,6 +347,39 @@ def read_ring_telemetry(
         validated_failing=failing,
         false_negatives=fns,
     )
+
+
+def telemetry_from_rows(
+    rows: Iterable[PredictionRow], devices: Mapping[str, str], *, ring: str, version: str, since: datetime,
+    until: datetime,
+) -> RingTelemetry:  # fmt: skip
+    """:func:`read_ring_telemetry`'s numbers computed in Python, for a demo without a PostgreSQL server.
+
+    The same definitions as the SQL (tests/test_telemetry.py checks that both agree on the same rows).
+    """
+    members = {d for d, r in devices.items() if r == ring}
+    window = [
+        r for r in rows
+        if r.model_version == version and since <= r.predicted_at < until and r.device_id in members
+    ]  # fmt: skip
+    ok = [r for r in window if r.error is None]
+    checked = [r for r in ok if r.validated_label is not None]
+    healthy = [r for r in checked if not r.validated_label]
+    failing = [r for r in checked if r.validated_label]
+    correct = sum(1 for r in checked if set(r.predicted) == set(r.validated_label or ()))
+    fps = sum(1 for r in healthy if r.predicted)
+    fns = sum(1 for r in failing if not r.predicted)
+    latencies = [r.latency_ms for r in ok if r.latency_ms is not None]
+    errors = len(window) - len(ok)
+    p95 = float(np.percentile(latencies, 95, method="linear")) if latencies else None
+    return RingTelemetry(
+        ring=ring, version=version, since=since, until=until, ring_nodes=len(members),
+        reporting_nodes=len({r.device_id for r in window}), predictions=len(window), validated=len(checked),
+        accuracy=_ratio(correct, len(checked)), fp_rate=_ratio(fps, len(healthy)),
+        fn_rate=_ratio(fns, len(failing)), errors=errors, error_rate=_ratio(errors, len(window)),
+        p95_latency_ms=p95, correct=correct, validated_healthy=len(healthy), false_positives=fps,
+        validated_failing=len(failing), false_negatives=fns,
+    )  # fmt: skip
 
 
 # --- gates --------------------------------------------------------------------------------------------
