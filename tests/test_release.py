@@ -105,7 +105,17 @@ def test_gates_without_fleet_and_a_worse_candidate_fails_regression(
     env = tmp_path / "environments"
     (env / "fleet").mkdir(parents=True)
     shutil.copy(world["root"] / "release.pub", env / "release-signing.pub")
-    (env / "fleet" / "release.yaml").write_text(f"version: {outcome.version}\nbundle: {outcome.uri}\n")
+    from tools.bundle import verify_bundle_uri
+    from tools.release import make_release, render_release
+    from tools.signing import load_public_key
+
+    files = verify_bundle_uri(outcome.uri, load_public_key(env / "release-signing.pub")).files
+    interface = json.loads((store / "models" / "v1.0" / "model.json").read_text())["interface"]
+    wanted = {n: files[n] for n in ("model.onnx", "golden.json")}
+    release = make_release(
+        private_key(world), version=outcome.version, interface=interface, bundle=outcome.uri, files=wanted
+    )
+    (env / "fleet" / "release.yaml").write_text(render_release(release, ring="fleet"))
     fleet = load_fleet_model(env / "fleet" / "release.yaml", env / "release-signing.pub")
     assert fleet is not None and fleet.version == "v1.0"
 

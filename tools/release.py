@@ -48,6 +48,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.error import YAMLError
+from ruamel.yaml.scalarstring import SingleQuotedScalarString
 
 from tools.bundle import MODELS_PREFIX, SIGNATURE_FILE, SUMS_FILE, BundleError, FileEntry, parse_version
 from tools.errors import EdgeopsError
@@ -371,10 +372,21 @@ def _header(ring: str) -> str:
     )
 
 
+def _scalar(value: Any) -> Any:
+    """Quote strings a YAML 1.1 reader (libyaml, PyYAML, many tools) would misread inside ``{…}``.
+
+    ruamel writes ``sha256:ab…`` plain in flow style, which YAML 1.2 allows; YAML 1.1 parsers reject a ':'
+    in a plain scalar there, and a release file must read the same everywhere.
+    """
+    if isinstance(value, str) and any(ch in value for ch in ":#{}[],&*!|>'\"%@`"):
+        return SingleQuotedScalarString(value)
+    return value
+
+
 def _flow(mapping: Mapping[str, Any]) -> CommentedMap:
     out = CommentedMap()
     for key, value in mapping.items():
-        out[key] = _flow(value) if isinstance(value, Mapping) else value
+        out[key] = _flow(value) if isinstance(value, Mapping) else _scalar(value)
     out.fa.set_flow_style()
     return out
 
@@ -429,13 +441,13 @@ def _merge_into(target: CommentedMap, new: Mapping[str, Any]) -> None:
         current = target.get(key)
         if isinstance(value, Mapping) and isinstance(current, CommentedMap):
             _merge_into(current, value)
-        elif key in target:
-            if current != value:
-                target[key] = _flow(value) if isinstance(value, Mapping) else value
         else:
-            target.insert(
-                min(position, len(target)), key, _flow(value) if isinstance(value, Mapping) else value
-            )
+            flow = bool(target.fa.flow_style())  # inside {…}: quote what a YAML 1.1 reader would misread
+            item = _flow(value) if isinstance(value, Mapping) else _scalar(value) if flow else value
+            if key not in target:
+                target.insert(min(position, len(target)), key, item)
+            elif current != value:
+                target[key] = item
 
 
 def _as_doc(release: Release) -> dict[str, Any]:

@@ -463,6 +463,10 @@ def _soak_gate(hours: float, required: float, ring: str, version: str) -> GateRe
     return GateResult("soak_hours", round(hours, 2), required, ok, detail)
 
 
+# (ring, version, since, until) -> telemetry; the default reads the runtime backend's PostgreSQL.
+TelemetryReader = Callable[[str, str, datetime, datetime], "RingTelemetry"]
+
+
 def _telemetry(dsn: str | None, ring: str, version: str, since: datetime, until: datetime) -> RingTelemetry:
     from tools.pg import connect
     from tools.telemetry import read_ring_telemetry
@@ -481,6 +485,7 @@ def promote(
     to_ring: str | None = None,
     dsn: str | None = None,
     dry_run: bool = False,
+    telemetry_reader: TelemetryReader | None = None,
 ) -> PromoteDecision:
     """Copy ``from_ring``'s release into the next ring by PR, when soak and telemetry gates pass."""
     from tools.telemetry import check_gates, render_gate_table
@@ -506,7 +511,8 @@ def promote(
         return decision
     soak = ws.cfg.rings[from_ring].soak_hours
     decision.gates.append(_soak_gate(segment.ran_for(ws.now), soak, from_ring, version))
-    telemetry = _telemetry(dsn, from_ring, version, segment.start.time, ws.now)
+    read = telemetry_reader or (lambda ring, v, since, until: _telemetry(dsn, ring, v, since, until))
+    telemetry = read(from_ring, version, segment.start.time, ws.now)
     decision.telemetry = telemetry
     decision.gates.extend(check_gates(telemetry, ws.cfg.gates.telemetry, purpose="promote"))
     if dry_run:

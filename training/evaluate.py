@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from ruamel.yaml import YAML
 from safetensors.torch import load_file
 
 from tools.config import EvaluationGates
@@ -89,21 +88,24 @@ def load_fleet_model(release_path: Path, public_key_path: Path) -> FleetModel | 
     the committed public key before its model is used.
     """
     from tools.bundle import verify_bundle_uri
+    from tools.release import load_release, verify_release
     from tools.signing import load_public_key
     from tools.store import open_store
 
     if not release_path.is_file():
         return None
-    doc = YAML(typ="safe").load(release_path.read_text()) or {}
-    if not doc.get("version") or not doc.get("bundle"):
+    release = load_release(release_path)  # the same parser and checks as the nodes
+    if release is None:
         return None  # the documented "no release yet" form
-    bundle = str(doc["bundle"])
-    verify_bundle_uri(bundle, load_public_key(public_key_path))
+    public_key = load_public_key(public_key_path)
+    verify_release(release, public_key)
+    bundle = release.bundle
+    verify_bundle_uri(bundle, public_key)
     root, _, rest = bundle.rstrip("/").rpartition("/models/")
     store = open_store(root)
     card = json.loads(store.get(f"models/{rest}/model.json"))
     return FleetModel(
-        version=str(doc["version"]),
+        version=release.version,
         bundle=bundle,
         onnx=store.get(f"models/{rest}/model.onnx"),
         thresholds=[float(card["thresholds"][name]) for name in card["labels"]],
