@@ -1,19 +1,29 @@
-"""``make demo`` / ``edgeops demo``: the main job end to end on embedded defaults, as far as it is built.
+"""``make demo`` / ``edgeops demo``: a model's whole journey on embedded defaults, in a few minutes, on a CPU.
 
-It runs in a fresh workspace folder (default ``.edgeops/demo``, ignored by git) and never touches the
-user's checkout or remotes. Each stage says what it did; stages that are not built yet are listed as such
-at the end, never faked. Later issues extend the story (snapshot, train, release PRs, rollout, rollback).
+Two months of it: synthetic LDOs → PostgreSQL + S3 (throwaway servers, when they start) → snapshot → train
+→ evaluate against the fleet model → export → publish a signed bundle → the pilot PR → approval and merge
+→ Argo CD's sync (simulated: the ring built with kustomize at the merged commit) → the simulated fleet
+converges → a simulated soak with pilot telemetry → the promotion PR → merge → the fleet converges. Then
+the next month's model does the same, compared with the fleet's, and is rolled back by ``git revert``:
+the fleet returns to the previous model from its cache.
+
+Everything happens in a fresh workspace folder (default ``.edgeops/demo``, ignored by git): the demo's own
+git repository (a bare remote and a clone of it), store, fleet and report. The user's checkout and remotes
+are never touched. What is simulated says so in the output (:mod:`pipelines.story`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from tools.errors import EdgeopsError, ServiceError
 
@@ -47,14 +57,26 @@ def _fresh_workspace(path: Path) -> Path:
     return path
 
 
-def run_demo(*, workspace: Path, n: int, seed: int, config_path: str | None) -> int:
+@contextmanager
+def _s3_env(env: dict[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def run_demo(
+    *, workspace: Path, n: int, seed: int, config_path: str | None, nodes: int = 24, pilot: int = 4
+) -> int:
     from tools.config import find_config, load_config
     from tools.devservices import ThrowawayPostgres, ThrowawayS3
     from training.config import load_training_config
-    from training.data.ldo import parse_ldo
-    from training.data.seed import seed as seed_ldos
-    from training.data.synth import write_dataset
-    from training.snapshot import DirSource, LdoCache, PgS3Source, SnapshotOptions, build_snapshot
 
     if n < 1:
         raise EdgeopsError(f"--n must be at least 1, got {n}")
@@ -62,12 +84,52 @@ def run_demo(*, workspace: Path, n: int, seed: int, config_path: str | None) -> 
     cfg_path = find_config(config_path)
     cfg = load_config(cfg_path)
     tcfg = load_training_config(cfg_path.parent / cfg.training_config)
-    spec = tcfg.data_spec()
     ws = _fresh_workspace(workspace)
     _say(f"edgeops demo: workspace {ws} (config {cfg_path}; rings {' -> '.join(cfg.ring_order())})")
-    done: list[str] = []
 
+    with ExitStack() as stack:
+        services: dict[str, Any] = {}
+        try:
+            services["pg"] = stack.enter_context(ThrowawayPostgres())
+            services["s3"] = stack.enter_context(ThrowawayS3())
+            stack.enter_context(_s3_env(services["s3"].endpoint.env()))
+            pg = services["pg"]
+            _say(
+                f"   throwaway PostgreSQL {pg.version} on 127.0.0.1:{pg.port}, "
+                f"S3 API at {services['s3'].endpoint.url}"
+            )
+        except ServiceError as exc:
+            services.clear()
+            _say(
+                f"   no throwaway PostgreSQL + S3 here ({exc}): LDOs come from the folder, telemetry is "
+                "in-process"
+            )
+        return _journey(
+            ws,
+            cfg_path,
+            cfg,
+            tcfg,
+            n=n,
+            seed=seed,
+            services=services,
+            nodes=nodes,
+            pilot=pilot,
+            started=total_start,
+        )
+
+
+def _data_round(
+    ws: Path, cfg: Any, tcfg: Any, *, n: int, seed: int, services: dict[str, Any], month: int
+) -> Path:
+    """Synthesise ``n`` new LDOs, load them like the runtime backend, snapshot the newest ones."""
+    from training.data.ldo import parse_ldo
+    from training.data.seed import seed as seed_ldos
+    from training.data.synth import write_dataset
+    from training.snapshot import DirSource, LdoCache, PgS3Source, SnapshotOptions, build_snapshot
+
+    spec = tcfg.data_spec()
     data_dir = ws / "ldos"
+    before = len(list(data_dir.glob("*.json"))) if data_dir.is_dir() else 0
     options = SnapshotOptions(
         limit=cfg.data.snapshot_limit,
         val_fraction=cfg.data.val_fraction,
@@ -79,123 +141,287 @@ def run_demo(*, workspace: Path, n: int, seed: int, config_path: str | None) -> 
             "asset_id": tcfg.asset_vocab,
         },
     )
-    snapshot_done = False
-    with _step(f"1. Synthesise {n} LDO records (seed {seed})"):
+    with _step(f"Month {month}: {n} new LDO records from the field (synthetic, seed {seed})"):
         summary = write_dataset(data_dir, n, seed, spec)
-        _say(f"   {summary.n} files in {data_dir}; {summary.healthy} healthy ({summary.healthy / n:.0%})")
-        for mode, count in summary.label_counts.items():
-            _say(f"   {mode:<18} {count:>6}  ({count / n:.1%})")
-        done.append(f"synthesised {n} LDOs")
-
-    with _step("2. Validate every record against LDO v1 and the training config"):
+        _say(
+            f"   {summary.n} new files in {data_dir} ({before + summary.n} in all); {summary.healthy} healthy"
+        )
+        if month == 1:
+            for mode, count in summary.label_counts.items():
+                _say(f"   {mode:<18} {count:>6}  ({count / n:.1%})")
         files = sorted(data_dir.glob("*.json"))
         for path in files:
             parse_ldo(path.read_bytes(), spec, source=path.name)
-        _say(f"   {len(files)} of {len(files)} records valid")
-        done.append("validated them")
-
-    with _step("3. Load them into PostgreSQL + S3 the way the runtime backend stores them"):
-        try:
-            with ExitStack() as stack:
-                pg = stack.enter_context(ThrowawayPostgres())
-                s3 = stack.enter_context(ThrowawayS3())
-                assert s3.endpoint is not None
-                saved = {k: os.environ.get(k) for k in s3.endpoint.env()}
-                os.environ.update(s3.endpoint.env())
-                try:
-                    _say(
-                        f"   throwaway PostgreSQL {pg.version} on 127.0.0.1:{pg.port}, "
-                        f"S3 API at {s3.endpoint.url}"
-                    )
-                    first = seed_ldos(data_dir, spec, dsn=pg.dsn, s3_uri=cfg.data.ldo_store)
-                    _say(f"   first load:  {first.summary()}")
-                    again = seed_ldos(data_dir, spec, dsn=pg.dsn, s3_uri=cfg.data.ldo_store)
-                    _say(f"   second load: {again.summary()}")
-                    _say("\n== 4. Snapshot the newest validated LDOs from PostgreSQL + S3, cold then warm")
-                    cache = LdoCache(ws / "cache")
-                    for run in ("cold", "warm"):
-                        start = time.monotonic()
-                        source = PgS3Source(dsn=pg.dsn, s3_uri=cfg.data.ldo_store, cache=cache)
-                        snap = build_snapshot(source, ws / "snapshot", spec, options)
-                        _say(f"   {run}: {snap.summary()} ({time.monotonic() - start:.1f}s)")
-                    snapshot_done = True
-                finally:
-                    for key, value in saved.items():
-                        if value is None:
-                            os.environ.pop(key, None)
-                        else:
-                            os.environ[key] = value
-            done.append("loaded them into PostgreSQL + S3 (idempotent on rerun)")
-            done.append("snapshotted them from PostgreSQL + S3 (the warm run downloads nothing)")
-        except ServiceError as exc:
-            _say(f"   skipped: the throwaway services could not start ({exc})")
-    if not snapshot_done:
-        with _step("4. Snapshot the newest validated LDOs from the folder (no PostgreSQL + S3 here)"):
-            snap = build_snapshot(DirSource(data_dir), ws / "snapshot", spec, options)
+        _say(f"   {len(files)} of {len(files)} records valid (LDO v1 and the training config)")
+    snapshot = ws / f"snapshot-{month}"
+    if services:
+        with _step("Load them into PostgreSQL + S3 as the runtime backend does; snapshot the newest"):
+            first = seed_ldos(data_dir, spec, dsn=services["pg"].dsn, s3_uri=cfg.data.ldo_store)
+            _say(f"   first load:  {first.summary()}")
+            again = seed_ldos(data_dir, spec, dsn=services["pg"].dsn, s3_uri=cfg.data.ldo_store)
+            _say(f"   second load: {again.summary()}")
+            cache = LdoCache(ws / "cache")
+            for run in ("cold", "warm") if month == 1 else ("incremental",):
+                start = time.monotonic()
+                source = PgS3Source(dsn=services["pg"].dsn, s3_uri=cfg.data.ldo_store, cache=cache)
+                snap = build_snapshot(source, snapshot, spec, options)
+                _say(f"   {run}: {snap.summary()} ({time.monotonic() - start:.1f}s)")
+    else:
+        with _step("Snapshot the newest validated LDOs from the folder"):
+            snap = build_snapshot(DirSource(data_dir), snapshot, spec, options)
             _say(f"   {snap.summary()}")
-            done.append("snapshotted them from the folder")
+    return snapshot
 
-    with _step("5. Train the failure-mode model on the snapshot (CPU, training/configs/demo.yaml)"):
-        from training.config import DEMO_CONFIG
-        from training.train import train
 
-        result = train(ws / "snapshot", load_training_config(DEMO_CONFIG), ws / "run")
+def _model_round(  # noqa: PLR0917 (called twice, from one place)
+    ws: Path,
+    cfg: Any,
+    snapshot: Path,
+    run: Path,
+    fleet_release: Path | None,
+    public_key_path: Path,
+    private_key: Any,
+    store: str,
+) -> dict[str, Any] | None:
+    """Train, evaluate against the fleet model, export, publish. None when the candidate fails its gates."""
+    from tools.bundle import verify_bundle_uri
+    from tools.signing import key_id, load_public_key
+    from training.config import DEMO_CONFIG, load_training_config
+    from training.evaluate import evaluate_run, load_fleet_model
+    from training.export import export_run
+    from training.publish import publish_run
+    from training.train import train
+
+    with _step(f"Train the failure-mode model on {snapshot.name} (CPU, training/configs/demo.yaml)"):
+        result = train(snapshot, load_training_config(DEMO_CONFIG), run)
         test = result["metrics"].get("test", result["metrics"]["val"])
         seconds, params = result["timing"]["wall_seconds"], result["model"]["parameters"]
-        epochs = f"{result['epochs_run']} epochs (best {result['best_epoch']})"
-        _say(f"   {epochs} in {seconds:.1f}s, {params} parameters")
+        _say(
+            f"   {result['epochs_run']} epochs (best {result['best_epoch']}) in {seconds:.1f}s, "
+            f"{params} parameters"
+        )
         _say(
             f"   test split ({test['n']} windows): subset accuracy {test['subset_accuracy']:.3f} vs "
             f"{test['healthy_baseline_subset_accuracy']:.3f} for always-healthy; "
             f"FP rate {test['fp_rate']:.3f}, FN rate {test['fn_rate']:.3f}"
         )
-        for mode, m in test["per_mode"].items():
-            line = f"   {mode:<18} precision {m['precision']:.3f}  recall {m['recall']:.3f}"
-            _say(f"{line}  threshold {m['threshold']:.2f}")
-        _say(f"   run folder: {ws / 'run'} (weights, metrics.jsonl, run.json, plots/)")
-        done.append(f"trained a model (test subset accuracy {test['subset_accuracy']:.3f})")
-
-    with _step("6. Evaluate against the fleet model, export to ONNX, publish a signed bundle"):
-        from tools.bundle import verify_bundle_uri
-        from tools.signing import generate_keypair, key_id, load_private_key, load_public_key
-        from training.evaluate import evaluate_run
-        from training.export import export_run
-        from training.publish import publish_run
-
-        report = evaluate_run(ws / "snapshot", ws / "run", cfg.gates.evaluation, None)
+    with _step("Evaluate against the fleet model on the same test split, export to ONNX, publish"):
+        fleet = load_fleet_model(fleet_release, public_key_path) if fleet_release else None
+        _say(
+            f"   fleet model: {fleet.version + ' (verified from the fleet release)' if fleet else 'none yet'}"
+        )
+        report = evaluate_run(snapshot, run, cfg.gates.evaluation, fleet)
         for g in report["gates"]:
             value = "n/a" if g["value"] is None else g["value"]
-            mark = "PASS" if g["passed"] else "FAIL"
-            _say(f"   {mark} {g['name']:<28} {value!s:<9} (threshold {g['threshold']})")
-        export = export_run(ws / "run")
+            _say(
+                f"   {'PASS' if g['passed'] else 'FAIL'} {g['name']:<28} {value!s:<9} "
+                f"(threshold {g['threshold']})"
+            )
+        export = export_run(run)
         lat, engine = export["latency_cpu_onnxruntime"]["batch_1"], export["engine"]
-        parity = export["parity"]["max_abs_diff"]
-        _say(f"   ONNX parity max |diff| {parity:.1e}; CPU latency p50 {lat['p50_ms']:.3f} ms at batch 1")
+        _say(
+            f"   ONNX parity max |diff| {export['parity']['max_abs_diff']:.1e}; CPU latency p50 "
+            f"{lat['p50_ms']:.3f} ms at batch 1"
+        )
         engine_text = "built" if engine.get("built") else f"not built ({engine['reason']})"
         _say(f"   TensorRT engine: {engine_text}")
-        if report["passed"]:
-            # A throwaway signing key for the demo only; a fork makes its own with `edgeops keygen`.
-            private_pem, public_pem = generate_keypair()
-            (ws / "demo-signing.pub").write_bytes(public_pem)
-            signing_key = load_private_key({"EDGEOPS_SIGNING_KEY": private_pem.decode()})
-            store = f"file://{(ws / 'store').resolve()}"
-            outcome = publish_run(
-                ws / "run", store, private_key=signing_key, gpu_hour_usd=cfg.cost.gpu_hour_usd
-            )
-            verified = verify_bundle_uri(outcome.uri, load_public_key(ws / "demo-signing.pub"))
-            signer = key_id(signing_key.public_key())
-            _say(f"   published {outcome.version} at {outcome.uri}")
-            _say(f"   verified: {len(verified.files)} files match SHA256SUMS, signed by key {signer}")
-            _say(f"   model card: {ws / 'run' / 'MODEL_CARD.md'}")
-            done.append(f"published it as {outcome.version}, signed and verified")
-        else:
+        if not report["passed"]:
             _say("   not published: the candidate failed its gates (see above)")
-            done.append("evaluated it (gates failed: not published)")
+            return None
+        outcome = publish_run(run, store, private_key=private_key, gpu_hour_usd=cfg.cost.gpu_hour_usd)
+        verified = verify_bundle_uri(outcome.uri, load_public_key(public_key_path))
+        _say(f"   published {outcome.version} at {outcome.uri}")
+        _say(
+            f"   verified: {len(verified.files)} files match SHA256SUMS, signed by key {key_id(private_key)}"
+        )
+        return {"version": outcome.version, "uri": outcome.uri, "evaluation": report}
 
-    _say(f"\nedgeops demo: finished in {time.monotonic() - total_start:.1f}s. Done: {'; '.join(done)}.")
+
+def _windows(snapshot: Path, tcfg: Any) -> tuple[dict[str, Any], Any]:
+    """The test split's model inputs and labels, as numpy, for the simulated pilot predictions."""
+    import torch
+
+    from training.train import load_snapshot
+
+    snap = load_snapshot(snapshot, tcfg.data_spec(), torch.device("cpu"))
+    rows = snap.index(2)
+    feed = {"sensors": snap.sensors[rows].numpy(), **{k: v[rows].numpy() for k, v in snap.ids.items()}}
+    return feed, snap.labels[rows].numpy()
+
+
+def _journey(
+    ws: Path,
+    cfg_path: Path,
+    cfg: Any,
+    tcfg: Any,
+    *,
+    n: int,
+    seed: int,
+    services: dict[str, Any],
+    nodes: int,
+    pilot: int,
+    started: float,
+) -> int:
+    import numpy as np
+
+    from pipelines.story import Story
+    from tools.release import load_release
+    from tools.releaseflow import promote, propose, rollback
+    from tools.signing import generate_keypair, load_private_key
+
+    # A throwaway signing key for the demo only; a fork makes its own with `edgeops keygen`.
+    private_pem, public_pem = generate_keypair()
+    (ws / "demo-signing.pub").write_bytes(public_pem)
+    key = load_private_key({"EDGEOPS_SIGNING_KEY": private_pem.decode()})
+    store = f"file://{(ws / 'store').resolve()}"
+    repo_root = Path(__file__).resolve().parents[1]
+    story = Story(
+        ws, repo_root, cfg_path, _say, nodes=nodes, pilot=pilot, dsn=services["pg"].dsn if services else None
+    )
+    with _step("The release repository: a bare git remote and a clone (a stand-in for GitHub)"):
+        story.create_repository(public_pem, store)
+    soak = cfg.rings[cfg.ring_order()[0]].soak_hours
+    versions: list[str] = []
+
+    for month in (1, 2):
+        snapshot = _data_round(
+            ws,
+            cfg,
+            tcfg,
+            n=n if month == 1 else max(1, n // 2),
+            seed=seed + month - 1,
+            services=services,
+            month=month,
+        )
+        fleet_release = story.work / "environments/fleet/release.yaml"
+        has_fleet = load_release(fleet_release) is not None
+        model = _model_round(
+            ws,
+            cfg,
+            snapshot,
+            ws / f"run-{month}",
+            fleet_release if has_fleet else None,
+            story.work / "environments/release-signing/release-signing.pub",
+            key,
+            store,
+        )
+        if model is None:
+            _say(
+                f"\nedgeops demo: stopped after month {month}: its model failed the evaluation gates, so "
+                "nothing"
+                " was proposed (that is the gate working). A larger --n trains a better model."
+            )
+            return 0
+        version = model["version"]
+        versions.append(version)
+        card = json.loads((Path(model["uri"][len("file://") :]) / "model.json").read_text())
+        shutil.copy2(ws / f"run-{month}" / "MODEL_CARD.md", story.report / f"MODEL_CARD-{version}.md")
+        shutil.copy2(ws / f"run-{month}" / "evaluation.json", story.report / f"evaluation-{version}.json")
+        if (ws / f"run-{month}" / "plots").is_dir():
+            shutil.copytree(
+                ws / f"run-{month}" / "plots", story.report / f"plots-{version}", dirs_exist_ok=True
+            )
+
+        with _step(f"The pilot PR for {version} (`edgeops propose --ring pilot`), as its reviewer sees it"):
+            proposal = propose(story.workspace(), ring="pilot", bundle_uri=model["uri"], private_key=key)
+            story.show_pr(proposal.pr)
+        with _step(f"Approve and merge #{proposal.pr.number}; Argo CD syncs the pilot ring"):
+            merged = story.merge(proposal.pr)
+            story.sync(
+                "pilot",
+                f"pilot-{version}",
+                public_key=key.public_key(),
+                interface=card["interface"],
+                expect=version,
+            )
+            story.register_devices()
+        with _step(f"Soak (simulated: {soak:g} h pass on an injected clock); pilot nodes report predictions"):
+            feed, truth = _windows(snapshot, tcfg)
+            thresholds = np.array([card["thresholds"][m] for m in card["labels"]], dtype=np.float32)
+            count = story.report_predictions(
+                "pilot", version, merged, soak, feed, truth, thresholds, list(card["labels"]), seed + month
+            )
+            where = (
+                "written to PostgreSQL (table predictions)"
+                if story.dsn
+                else "kept in-process (no PostgreSQL)"
+            )
+            _say(f"   {count} predictions from the pilot nodes' own models, {where}")
+        with _step(f"`edgeops promote --from pilot` at merge + {soak + 1:g} h"):
+            clock = merged + timedelta(hours=soak + 1)
+            early = promote(
+                story.workspace(merged + timedelta(hours=1)),
+                from_ring="pilot",
+                dsn=story.dsn,
+                dry_run=True,
+                telemetry_reader=story.telemetry_reader(),
+            )
+            failed = ", ".join(g.name for g in early.gates if not g.passed)
+            _say(f"   (an hour after the merge it would be refused: {failed})")
+            decision = promote(
+                story.workspace(clock),
+                from_ring="pilot",
+                dsn=story.dsn,
+                telemetry_reader=story.telemetry_reader(),
+            )
+            for g in decision.gates:
+                _say(f"   {'PASS' if g.passed else 'FAIL'} {g.name:<26} {g.detail}")
+            if decision.pr is None:
+                _say(f"\nedgeops demo: {version} was not promoted ({decision.note}); the story stops here.")
+                return 0
+            story.show_pr(decision.pr, lines=12)
+        with _step(f"Approve and merge #{decision.pr.number}; Argo CD syncs the fleet ring"):
+            story.merge(decision.pr)
+            story.sync(
+                "fleet",
+                f"fleet-{version}",
+                public_key=key.public_key(),
+                interface=card["interface"],
+                expect=version,
+            )
+
+    with _step(
+        f"Roll the fleet back: `edgeops rollback --ring fleet` = `git revert` of {versions[-1]}'s promotion"
+    ):
+        back = rollback(story.workspace(), ring="fleet", reason="demo: the on-call engineer rolls back")
+        _say(
+            f"   reverts {back.reverted[:12] if back.reverted else '(writes the release)'}: "
+            f"{back.current} → {back.target}"
+        )
+        story.show_pr(back.pr, lines=6)
+        story.merge(back.pr)
+        report = story.sync(
+            "fleet",
+            f"rollback-{versions[0]}",
+            public_key=key.public_key(),
+            interface=card["interface"],
+            expect=versions[0],
+        )
+        _say(
+            f"   served from each node's cache: {report.store_reads} store reads, median swap "
+            f"{report.median_seconds * 1000:.1f} ms"
+        )
+
+    story.write_report(cfg)
+    total = time.monotonic() - started
+    summary = {
+        "seconds": round(total, 1),
+        "versions": versions,
+        "prs": [p.number for p in story.prs],
+        "telemetry": "postgresql" if story.dsn else "in-process",
+        "final_versions": story.fleet.versions() if story.fleet else {},
+    }
+    (story.report / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     _say(
-        "Built, but not yet part of this story (issue #9 joins them): the release PRs (`edgeops propose`,\n"
-        "`promote`, `rollback`; docs/promotion.md), the resumable pipeline (`edgeops pipeline run`;\n"
-        "docs/pipeline.md) and the rollout to the rings (try `edgeops fleet-sim --nodes 100 --pilot 10`)."
+        f"\nedgeops demo: finished in {total:.1f}s. Two models ({', '.join(versions)}), "
+        f"{len(story.prs)} pull requests, {len(story.phases)} rollouts; every simulated node ended each "
+        "phase "
+        f"on the version its ring pins."
+    )
+    _say(f"Report: {story.report} (model cards, PR bodies, evaluations, plots, git-log.txt, fleet.json).")
+    _say(
+        "Simulated, and only that: the nodes (folders in one process), Argo CD's sync, the passing of the "
+        "soak "
+        "time, and which predictions operators validate."
     )
     return 0

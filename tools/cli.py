@@ -364,7 +364,14 @@ def cmd_fleet_sim(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from pipelines.demo import run_demo
 
-    return run_demo(workspace=Path(args.workspace), n=args.n, seed=args.seed, config_path=args.config)
+    return run_demo(
+        workspace=Path(args.workspace),
+        n=args.n,
+        seed=args.seed,
+        config_path=args.config,
+        nodes=args.nodes,
+        pilot=args.pilot,
+    )
 
 
 def cmd_pipeline_run(args: argparse.Namespace) -> int:
@@ -770,6 +777,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workspace", default=".edgeops/demo", help="workspace folder (default .edgeops/demo)")
     demo.add_argument("--n", type=int, default=6000, help="synthetic LDOs to generate (default 6000)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.add_argument("--nodes", type=int, default=24, help="simulated edge nodes (default 24)")
+    demo.add_argument("--pilot", type=int, default=4, help="of which pilot nodes (default 4)")
     demo.set_defaults(handler=cmd_demo)
 
     # release PRs
