@@ -12,6 +12,7 @@ windows of the snapshot, and an operator "validates" most of them with the true 
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import time
@@ -36,7 +37,7 @@ __all__ = ["Story"]
 
 # What the demo repository needs from this checkout: config, rings, manifests, code owners.
 _COPY = ["edgeops.yaml", "environments", "manifests", ".github/CODEOWNERS"]
-PREDICTIONS_PER_NODE = 60
+PREDICTIONS_PER_NODE = 60  # at least; more when the gates ask for more validated predictions than that gives
 VALIDATED_SHARE = 0.8
 
 
@@ -58,6 +59,7 @@ class Story:
     nodes: int = 24
     pilot: int = 4
     dsn: str | None = None  # a PostgreSQL server for telemetry; None: computed in-process
+    min_validated: int = 200  # gates.telemetry.min_validated_predictions
     prs: list[PullRequest] = field(default_factory=list)
     phases: list[dict[str, Any]] = field(default_factory=list)
     rows: list[PredictionRow] = field(default_factory=list)
@@ -189,11 +191,14 @@ class Story:
         rng = np.random.default_rng(seed)
         rows: list[PredictionRow] = []
         n = len(truth)
-        for i, node in enumerate(self.fleet.members(ring)):
+        members = self.fleet.members(ring)
+        wanted = self.min_validated / (VALIDATED_SHARE * max(1, len(members)))
+        per_node = max(PREDICTIONS_PER_NODE, math.ceil(1.3 * wanted))  # enough evidence, with a margin
+        for i, node in enumerate(members):
             session = ort.InferenceSession(
                 str(self.fleet.model_path(node)), providers=["CPUExecutionProvider"]
             )
-            pick = rng.choice(n, size=min(PREDICTIONS_PER_NODE, n), replace=False)
+            pick = rng.choice(n, size=min(per_node, n), replace=False)
             feed = {name: value[pick] for name, value in windows.items()}
             start = time.perf_counter()
             probabilities = session.run(["probabilities"], feed)[0]
