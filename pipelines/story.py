@@ -66,6 +66,7 @@ class Story:
     fleet: Fleet | None = None
 
     def __post_init__(self) -> None:
+        self.root = self.root.resolve()  # git runs in other folders: no relative paths
         self.remote = self.root / "demo-repo.git"
         self.work = self.root / "demo-repo"
         self.report = self.root / "report"
