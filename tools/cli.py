@@ -77,6 +77,13 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config_reference(args: argparse.Namespace) -> int:
+    from tools.configref import render_reference
+
+    sys.stdout.write(render_reference())
+    return 0
+
+
 def cmd_data_synth(args: argparse.Namespace) -> int:
     from tools.progress import Progress
     from training.data.synth import write_dataset
@@ -767,6 +774,10 @@ def build_parser() -> argparse.ArgumentParser:
     config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     check = config_sub.add_parser("check", help="validate edgeops.yaml and print the effective config")
     check.set_defaults(handler=cmd_config_check)
+    ref = config_sub.add_parser(
+        "reference", help="print the reference of every edgeops.yaml key (docs/configuration.md)"
+    )
+    ref.set_defaults(handler=cmd_config_reference)
 
     # demo
     demo = sub.add_parser(

@@ -40,7 +40,10 @@ _STORE_URI = re.compile(r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|file://.
 
 
 class StoreConfig(Strict):
-    bundles: str = "file://.edgeops/store"
+    bundles: str = Field(
+        default="file://.edgeops/store",
+        description="Where published model bundles live (immutable, signed): `s3://bucket/prefix` or `file:///path`.",
+    )
 
     @field_validator("bundles")
     @classmethod
@@ -51,13 +54,38 @@ class StoreConfig(Strict):
 
 
 class DataConfig(Strict):
-    ldo_store: str = "s3://context-edge-ldos/ldos"
-    snapshot_limit: int = Field(default=100_000, ge=1)
-    max_reject_fraction: float = Field(default=0.01, ge=0.0, le=1.0)
-    local_path: str = ".edgeops/data/ldos"
-    cache_path: str = ".edgeops/cache/ldos"
-    val_fraction: float = Field(default=0.1, ge=0.0, le=0.5)
-    test_fraction: float = Field(default=0.1, ge=0.0, le=0.5)
+    ldo_store: str = Field(
+        default="s3://context-edge-ldos/ldos",
+        description="Where the runtime backend stores LDO objects; the PostgreSQL table `ldos` names their keys.",
+    )
+    snapshot_limit: int = Field(
+        default=100_000, ge=1, description="The newest N validated LDOs a training snapshot takes."
+    )
+    max_reject_fraction: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description="A snapshot fails when more than this share of records is malformed (a backend bug).",
+    )
+    local_path: str = Field(
+        default=".edgeops/data/ldos", description="`--source dir` default: a folder of LDO JSON files."
+    )
+    cache_path: str = Field(
+        default=".edgeops/cache/ldos",
+        description="Downloaded LDO objects by ETag, so the next month fetches only what is new.",
+    )
+    val_fraction: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=0.5,
+        description="Share of LDOs in the validation split (assigned by a hash of `ldo_id`: stable across months).",
+    )
+    test_fraction: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=0.5,
+        description="Share of LDOs in the test split, on which candidate and fleet model are compared.",
+    )
 
     @field_validator("ldo_store")
     @classmethod
@@ -68,44 +96,108 @@ class DataConfig(Strict):
 
 
 class RingConfig(Strict):
-    path: str
-    after: str | None = None
-    soak_hours: float = Field(default=24.0, ge=0.0)
+    path: str = Field(
+        description="The ring's Kustomize overlay folder; its `release.yaml` is the ring's release."
+    )
+    after: str | None = Field(
+        default=None, description="The ring this one is promoted from; exactly one ring has none (the first)."
+    )
+    soak_hours: float = Field(
+        default=24.0,
+        ge=0.0,
+        description="How long a release must run in this ring before it may be promoted to the next.",
+    )
 
 
 class EvaluationGates(Strict):
-    min_subset_accuracy: float = Field(default=0.90, ge=0.0, le=1.0)
-    max_regression_vs_fleet: float = Field(default=0.01, ge=0.0, le=1.0)
-    min_recall: dict[str, float] = Field(default_factory=dict)
-    max_fp_rate: float = Field(default=0.05, ge=0.0, le=1.0)
-    max_fn_rate: float = Field(default=0.05, ge=0.0, le=1.0)
+    min_subset_accuracy: float = Field(
+        default=0.90, ge=0.0, le=1.0, description="Candidate's subset accuracy on the test split, at least."
+    )
+    max_regression_vs_fleet: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description="At most this much subset accuracy below the fleet model, on the same test split.",
+    )
+    min_recall: dict[str, float] = Field(
+        default_factory=dict, description="Per failure mode, the candidate's recall at least."
+    )
+    max_fp_rate: float = Field(
+        default=0.05, ge=0.0, le=1.0, description="Share of healthy windows flagged, at most."
+    )
+    max_fn_rate: float = Field(
+        default=0.05, ge=0.0, le=1.0, description="Share of failing windows called healthy, at most."
+    )
 
 
 class TelemetryGates(Strict):
-    min_reporting_fraction: float = Field(default=0.9, ge=0.0, le=1.0)
-    min_validated_predictions: int = Field(default=200, ge=0)
-    min_accuracy: float = Field(default=0.90, ge=0.0, le=1.0)
-    max_fp_rate: float = Field(default=0.05, ge=0.0, le=1.0)
-    max_fn_rate: float = Field(default=0.05, ge=0.0, le=1.0)
-    max_error_rate: float = Field(default=0.01, ge=0.0, le=1.0)
-    max_p95_latency_ms: float = Field(default=50.0, gt=0.0)
+    min_reporting_fraction: float = Field(
+        default=0.9,
+        ge=0.0,
+        le=1.0,
+        description="Share of the ring's nodes (table `edge_devices`) reporting predictions of the release.",
+    )
+    min_validated_predictions: int = Field(
+        default=200,
+        ge=0,
+        description="Operator-validated predictions needed before accuracy, FP and FN rates are evidence.",
+    )
+    min_accuracy: float = Field(
+        default=0.90,
+        ge=0.0,
+        le=1.0,
+        description="Share of validated predictions whose predicted modes equal the validated ones.",
+    )
+    max_fp_rate: float = Field(
+        default=0.05, ge=0.0, le=1.0, description="Validated-healthy windows flagged, at most."
+    )
+    max_fn_rate: float = Field(
+        default=0.05, ge=0.0, le=1.0, description="Validated-failing windows called healthy, at most."
+    )
+    max_error_rate: float = Field(
+        default=0.01, ge=0.0, le=1.0, description="Share of predictions that failed on the node, at most."
+    )
+    max_p95_latency_ms: float = Field(
+        default=50.0, gt=0.0, description="95th percentile of inference latency on the nodes, at most."
+    )
 
 
 class GatesConfig(Strict):
-    evaluation: EvaluationGates = Field(default_factory=EvaluationGates)
-    telemetry: TelemetryGates = Field(default_factory=TelemetryGates)
+    evaluation: EvaluationGates = Field(
+        default_factory=EvaluationGates,
+        description="Offline gates: the candidate vs the fleet model; `edgeops evaluate`, `publish`.",
+    )
+    telemetry: TelemetryGates = Field(
+        default_factory=TelemetryGates,
+        description="Online gates on a ring's telemetry: `edgeops promote` (must pass), `edgeops guard` (a breach opens a rollback PR).",
+    )
 
 
 class ReviewConfig(Strict):
-    reviewers: list[str] = Field(default_factory=list)
-    team_reviewers: list[str] = Field(default_factory=list)
-    labels: list[str] = Field(default_factory=lambda: ["model-release"])
+    reviewers: list[str] = Field(
+        default_factory=list, description="GitHub users requested on every release PR, on top of CODEOWNERS."
+    )
+    team_reviewers: list[str] = Field(
+        default_factory=list, description="GitHub teams (`org/team`) requested on every release PR."
+    )
+    labels: list[str] = Field(
+        default_factory=lambda: ["model-release"],
+        description="Labels of every release PR (plus `ring:<ring>`).",
+    )
 
 
 class ForgeConfig(Strict):
-    kind: Literal["github", "local"] = "local"
-    repository: str | None = None
-    base_branch: str = "main"
+    kind: Literal["github", "local"] = Field(
+        default="local",
+        description="`github`: PRs through the GitHub API (token from `GITHUB_TOKEN`, a GitHub App's); `local`: a bare git remote on this machine plus PR records.",
+    )
+    repository: str | None = Field(
+        default=None, description="`owner/name` of the GitHub repository (kind `github`)."
+    )
+    base_branch: str = Field(
+        default="main",
+        description="The branch release PRs target and whose first-parent history is the rings' history.",
+    )
 
     @model_validator(mode="after")
     def _github_needs_repo(self) -> ForgeConfig:
@@ -117,24 +209,42 @@ class ForgeConfig(Strict):
 
 
 class SigningConfig(Strict):
-    public_key: str = "environments/release-signing/release-signing.pub"
+    public_key: str = Field(
+        default="environments/release-signing/release-signing.pub",
+        description="The Ed25519 public key nodes and `edgeops verify` trust (PEM).",
+    )
 
 
 class CostConfig(Strict):
-    gpu_hour_usd: float = Field(default=2.50, ge=0.0)
+    gpu_hour_usd: float = Field(
+        default=2.50, ge=0.0, description="Cost of one GPU-hour, for the cost line of the model card."
+    )
 
 
 class EdgeopsConfig(Strict):
-    version: Literal[1]
-    training_config: str = "training/configs/default.yaml"
-    store: StoreConfig = Field(default_factory=StoreConfig)
-    data: DataConfig = Field(default_factory=DataConfig)
-    rings: dict[str, RingConfig]
-    gates: GatesConfig = Field(default_factory=GatesConfig)
-    review: ReviewConfig = Field(default_factory=ReviewConfig)
-    forge: ForgeConfig = Field(default_factory=ForgeConfig)
-    signing: SigningConfig = Field(default_factory=SigningConfig)
-    cost: CostConfig = Field(default_factory=CostConfig)
+    version: Literal[1] = Field(description="Version of this file's format.")
+    training_config: str = Field(
+        default="training/configs/default.yaml",
+        description="The training config whose data interface (channels, window, labels) LDOs must match.",
+    )
+    store: StoreConfig = Field(default_factory=StoreConfig, description="Where model bundles are published.")
+    data: DataConfig = Field(
+        default_factory=DataConfig, description="Where LDOs come from and how snapshots are cut."
+    )
+    rings: dict[str, RingConfig] = Field(
+        description="The rings, by name; promotion order is given by `after`."
+    )
+    gates: GatesConfig = Field(
+        default_factory=GatesConfig, description="What a model must pass, offline and in a ring."
+    )
+    review: ReviewConfig = Field(
+        default_factory=ReviewConfig, description="Who is asked to approve release PRs."
+    )
+    forge: ForgeConfig = Field(default_factory=ForgeConfig, description="Where pull requests live.")
+    signing: SigningConfig = Field(
+        default_factory=SigningConfig, description="The release signing key nodes trust."
+    )
+    cost: CostConfig = Field(default_factory=CostConfig, description="For the model card's cost line.")
 
     @model_validator(mode="after")
     def _ring_order(self) -> EdgeopsConfig:
