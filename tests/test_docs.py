@@ -21,3 +21,13 @@ def test_every_doc_linked_from_the_readme_exists() -> None:
     assert links, "the README links its docs"
     for link in links:
         assert (REPO / link).is_file(), link
+
+
+def test_the_node_runbook_covers_every_failure_reason_of_the_updater() -> None:
+    from tools.updater import FAILURE_REASONS
+
+    text = (REPO / "docs" / "runbooks.md").read_text()
+    table = text[text.index("| reason | meaning | what to do |") :].split("\n\n")[0]
+    assert re.findall(r"^\| `([a-z]+)` \|", table, flags=re.M) == list(FAILURE_REASONS) or set(
+        re.findall(r"^\| `([a-z]+)` \|", table, flags=re.M)
+    ) == set(FAILURE_REASONS)
