@@ -42,7 +42,9 @@ _STORE_URI = re.compile(r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|file://.
 class StoreConfig(Strict):
     bundles: str = Field(
         default="file://.edgeops/store",
-        description="Where published model bundles live (immutable, signed): `s3://bucket/prefix` or `file:///path`.",
+        description=(
+            "Where published model bundles live (immutable, signed): `s3://bucket/prefix` or `file:///path`."
+        ),
     )
 
     @field_validator("bundles")
@@ -56,7 +58,9 @@ class StoreConfig(Strict):
 class DataConfig(Strict):
     ldo_store: str = Field(
         default="s3://context-edge-ldos/ldos",
-        description="Where the runtime backend stores LDO objects; the PostgreSQL table `ldos` names their keys.",
+        description=(
+            "Where the runtime backend stores LDO objects; the PostgreSQL table `ldos` names their keys."
+        ),
     )
     snapshot_limit: int = Field(
         default=100_000, ge=1, description="The newest N validated LDOs a training snapshot takes."
@@ -78,7 +82,9 @@ class DataConfig(Strict):
         default=0.1,
         ge=0.0,
         le=0.5,
-        description="Share of LDOs in the validation split (assigned by a hash of `ldo_id`: stable across months).",
+        description=(
+            "Share of LDOs in the validation split (assigned by a hash of `ldo_id`: stable across months)."
+        ),
     )
     test_fraction: float = Field(
         default=0.1,
@@ -169,7 +175,10 @@ class GatesConfig(Strict):
     )
     telemetry: TelemetryGates = Field(
         default_factory=TelemetryGates,
-        description="Online gates on a ring's telemetry: `edgeops promote` (must pass), `edgeops guard` (a breach opens a rollback PR).",
+        description=(
+            "Online gates on a ring's telemetry: `edgeops promote` (must pass), `edgeops guard` (a breach "
+            "opens a rollback PR)."
+        ),
     )
 
 
@@ -189,7 +198,10 @@ class ReviewConfig(Strict):
 class ForgeConfig(Strict):
     kind: Literal["github", "local"] = Field(
         default="local",
-        description="`github`: PRs through the GitHub API (token from `GITHUB_TOKEN`, a GitHub App's); `local`: a bare git remote on this machine plus PR records.",
+        description=(
+            "`github`: PRs through the GitHub API (token from `GITHUB_TOKEN`, a GitHub App's); `local`: a "
+            "bare git remote on this machine plus PR records."
+        ),
     )
     repository: str | None = Field(
         default=None, description="`owner/name` of the GitHub repository (kind `github`)."
