@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -28,12 +27,13 @@ from tools.config import EdgeopsConfig
 from tools.errors import EdgeopsError
 from tools.fleetsim import Fleet, PhaseReport, load_rings
 from tools.forge import LocalForge, PullRequest
+from tools.gitrepo import Repo
 from tools.manifests import kustomize_build, parse_objects
 from tools.release import parse_release
 from tools.releaseflow import Workspace
 from tools.telemetry import PredictionRow, RingTelemetry, telemetry_from_rows
 
-__all__ = ["Story"]
+__all__ = ["Story", "seed_release_repository"]
 
 # What the demo repository needs from this checkout: config, rings, manifests, code owners.
 _COPY = ["edgeops.yaml", "environments", "manifests", ".github/CODEOWNERS"]
@@ -42,10 +42,40 @@ VALIDATED_SHARE = 0.8
 
 
 def _git(cwd: Path, *args: str) -> str:
-    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise EdgeopsError(f"git {' '.join(args)} failed in {cwd}: {result.stderr.strip()}")
-    return result.stdout.strip()
+    return Repo(cwd).git(*args).strip()
+
+
+def seed_release_repository(
+    remote: Path, work: Path, *, source_root: Path, config: Path, public_key_pem: bytes, store_uri: str,
+    message: str,
+) -> None:  # fmt: skip
+    """Clone ``remote`` (made bare when missing) into ``work``, put this project's release files there with
+    ``config`` as edgeops.yaml, ``public_key_pem`` as the signing key and ``store_uri`` as the bundle store,
+    commit and push ``main``. The demo's repository and the release-flow tests both start here.
+    """
+    if not (remote / "HEAD").exists():
+        _git(remote.parent, "init", "--quiet", "--bare", "--initial-branch=main", str(remote))
+    _git(work.parent, "clone", "--quiet", str(remote), str(work))
+    for name in _COPY:
+        src, dst = source_root / name, work / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst)
+        else:
+            shutil.copy2(src, dst)
+    shutil.copy2(config, work / "edgeops.yaml")
+    (work / "environments/release-signing/release-signing.pub").write_bytes(public_key_pem)
+    text = (work / "edgeops.yaml").read_text()
+    lines = [
+        f"  bundles: {store_uri}" if line.strip().startswith("bundles:") else line
+        for line in text.splitlines()
+    ]
+    (work / "edgeops.yaml").write_text("\n".join(lines) + "\n")
+    for key, value in (("user.name", "edgeops demo"), ("user.email", "demo@edgeops.invalid")):
+        _git(work, "config", key, value)
+    _git(work, "add", "-A")
+    _git(work, "commit", "--quiet", "-m", message)
+    _git(work, "push", "--quiet", "origin", "HEAD:main")
 
 
 @dataclass
@@ -76,34 +106,11 @@ class Story:
 
     def create_repository(self, public_key_pem: bytes, store_uri: str) -> None:
         """A bare remote and a clone holding this project's release files, the demo key and store."""
-        _git(self.root, "init", "--quiet", "--bare", "--initial-branch=main", str(self.remote))
-        _git(self.root, "clone", "--quiet", str(self.remote), str(self.work))
-        for name in _COPY:
-            src, dst = self.repo_root / name, self.work / name
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            if src.is_dir():
-                shutil.copytree(src, dst)
-            else:
-                shutil.copy2(src, dst)
-        shutil.copy2(self.config_path, self.work / "edgeops.yaml")
-        (self.work / "environments/release-signing/release-signing.pub").write_bytes(public_key_pem)
-        text = (self.work / "edgeops.yaml").read_text()
-        lines = [
-            f"  bundles: {store_uri}" if line.strip().startswith("bundles:") else line
-            for line in text.splitlines()
-        ]
-        (self.work / "edgeops.yaml").write_text("\n".join(lines) + "\n")
-        for key, value in (("user.name", "edgeops demo"), ("user.email", "demo@edgeops.invalid")):
-            _git(self.work, "config", key, value)
-        _git(self.work, "add", "-A")
-        _git(
-            self.work,
-            "commit",
-            "--quiet",
-            "-m",
-            "demo repository: rings with no release, the demo's signing key",
-        )
-        _git(self.work, "push", "--quiet", "origin", "HEAD:main")
+        seed_release_repository(
+            self.remote, self.work, source_root=self.repo_root, config=self.config_path,
+            public_key_pem=public_key_pem, store_uri=store_uri,
+            message="demo repository: rings with no release, the demo's signing key",
+        )  # fmt: skip
         self.forge = LocalForge(self.remote)
         self.say(f"   {self.remote} (the remote) and {self.work} (a clone), LocalForge PRs beside the remote")
 

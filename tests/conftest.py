@@ -16,6 +16,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import psycopg2.extensions
@@ -39,6 +40,25 @@ def unavailable(reason: str) -> None:
     if IN_CI:
         pytest.fail(f"{reason} (CI=true: a missing service is a failure, never a skip)", pytrace=False)
     pytest.skip(reason)
+
+
+# --- the upstream Argo CRDs (manifests, the rendered pipeline, the workflows' pinned digests) -------------
+
+
+@pytest.fixture(scope="session")
+def crd_folder() -> Path:
+    """``$EDGEOPS_CRD_SCHEMAS``: the upstream Argo CD and Argo Workflows CRDs (`make test` sets it)."""
+    folder = os.environ.get("EDGEOPS_CRD_SCHEMAS")
+    if not folder or not Path(folder).is_dir():
+        unavailable("EDGEOPS_CRD_SCHEMAS does not name the folder of upstream Argo CRDs (make test sets it)")
+    return Path(str(folder))
+
+
+@pytest.fixture(scope="session")
+def crds(crd_folder: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    from tools.manifests import load_crd_schemas
+
+    return load_crd_schemas(crd_folder)
 
 
 # --- git: commits in tests never depend on the machine's global config ----------------------------------

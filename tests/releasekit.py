@@ -9,7 +9,6 @@ a model; the updater tests do).
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from pipelines.story import seed_release_repository
 from tools.bundle import publish_bundle
 from tools.signing import generate_keypair, private_key_from_pem
 from tools.store import open_store
@@ -26,8 +26,6 @@ from tools.store import open_store
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ["bearing_wear", "misalignment", "overheating", "electrical_fault", "lubrication_loss"]
 INTERFACE = "sha256:" + "f2c92970dc75869f86b64d5efd154246062743457c401f120957084a67c6be69"
-# What a checkout needs for the release tooling: config, rings, signing key, code owners, one manifest.
-_COPY = ["edgeops.yaml", "environments", ".github/CODEOWNERS", "manifests/model-updater"]
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -50,23 +48,10 @@ def keys() -> Keys:
 
 def make_checkout(tmp: Path, remote: Path, k: Keys, *, store: str) -> Path:
     """A clone of ``remote`` holding this repository's release files, its key replaced by ``k``'s."""
-    seed = tmp / "seed"
-    git(tmp, "clone", "--quiet", str(remote), str(seed))
-    for name in _COPY:
-        src, dst = REPO / name, seed / name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_dir():
-            shutil.copytree(src, dst)
-        else:
-            shutil.copy2(src, dst)
-    (seed / "environments/release-signing/release-signing.pub").write_bytes(k.public_pem)
-    config = (
-        (seed / "edgeops.yaml").read_text().replace("bundles: file://.edgeops/store", f"bundles: {store}")
-    )
-    (seed / "edgeops.yaml").write_text(config)
-    git(seed, "add", "-A")
-    git(seed, "commit", "--quiet", "-m", "initial: rings with no release")
-    git(seed, "push", "--quiet", "origin", "HEAD:main")
+    seed_release_repository(
+        remote, tmp / "seed", source_root=REPO, config=REPO / "edgeops.yaml", public_key_pem=k.public_pem,
+        store_uri=store, message="initial: rings with no release",
+    )  # fmt: skip
     work = tmp / "checkout"
     git(tmp, "clone", "--quiet", str(remote), str(work))
     return work

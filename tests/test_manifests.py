@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -11,10 +10,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import EDGEOPS, IN_CI, REPO
+from tests.conftest import EDGEOPS, REPO
 from tools.manifests import (
     kustomize_build,
-    load_crd_schemas,
     parse_objects,
     selects_node,
     validate_manifests,
@@ -22,17 +20,6 @@ from tools.manifests import (
 )
 
 RINGS = {"pilot": "environments/pilot", "fleet": "environments/fleet"}
-
-
-@pytest.fixture(scope="module")
-def crds() -> dict[tuple[str, str], dict[str, Any]]:
-    folder = os.environ.get("EDGEOPS_CRD_SCHEMAS")
-    if not folder or not Path(folder).is_dir():
-        reason = "EDGEOPS_CRD_SCHEMAS does not name the folder of upstream Argo CRDs (make test sets it)"
-        if IN_CI:
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
-    return load_crd_schemas(Path(folder))
 
 
 def build(ring: str, root: Path = REPO) -> list[dict[str, Any]]:

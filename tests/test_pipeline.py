@@ -22,9 +22,9 @@ from pipelines.argo import CRON_FILE, CRON_NAME, TEMPLATE_FILE, TEMPLATE_NAME, r
 from pipelines.dag import STEP_NAMES, STEPS
 from pipelines.runner import FAULT_ENV, STATE_FILE, digest_path
 from tests.argofake import FakeArgoServer
-from tests.conftest import EDGEOPS, IN_CI, REPO
+from tests.conftest import EDGEOPS, REPO
 from tests.releasekit import Keys, git, make_checkout
-from tools.manifests import load_crd_schemas, validate_object
+from tools.manifests import validate_object
 from tools.signing import private_key_from_pem
 
 TOKEN = "argo-test-token-3f9c"  # a throwaway bearer token for the fake server
@@ -247,17 +247,6 @@ def test_digest_follows_content_not_timestamps(tmp_path: Path) -> None:
 
 
 # --- the Argo YAML ------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def crds() -> dict[tuple[str, str], dict[str, Any]]:
-    folder = os.environ.get("EDGEOPS_CRD_SCHEMAS")
-    if not folder or not Path(folder).is_dir():
-        reason = "EDGEOPS_CRD_SCHEMAS does not name the folder of upstream Argo CRDs (make test sets it)"
-        if IN_CI:
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
-    return load_crd_schemas(Path(folder))
 
 
 def load(name: str) -> dict[str, Any]:

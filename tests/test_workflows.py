@@ -550,10 +550,8 @@ def test_training_config_override_replaces_known_keys_only(tmp_path: Path) -> No
     assert bad.returncode != 0 and "positive integer" in bad.stderr
 
 
-def test_the_pinned_crd_digests_match_the_schemas_in_use() -> None:
-    folder = os.environ.get("EDGEOPS_CRD_SCHEMAS")
-    if not folder or not Path(folder).is_dir():
-        pytest.skip("EDGEOPS_CRD_SCHEMAS does not name the folder of upstream Argo CRDs")
+def test_the_pinned_crd_digests_match_the_schemas_in_use(crd_folder: Path) -> None:
+    folder = crd_folder
     script = (GITHUB / "scripts" / "argo-crds.sh").read_text()
     sums = re.findall(r"^([0-9a-f]{64})  (\S+)$", script, re.M)
     assert len(sums) == 6
