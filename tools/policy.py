@@ -27,7 +27,6 @@ from typing import Any
 
 from tools.bundle import parse_version
 from tools.config import EdgeopsConfig
-from tools.errors import EdgeopsError
 from tools.gitrepo import Repo, ring_history
 from tools.release import Release, ReleaseError, parse_release, signed_payload, verify_release
 from tools.signing import SignatureError, public_key_from_pem
@@ -195,7 +194,3 @@ def _check_ring(  # noqa: PLR0917 (one private helper, called once)
         report.rings[ring] = f"promotion {move} (soaking)"
         return
     report.rings[ring] = f"promotion {move}: {after} ran it for {hours:.1f} h (soak {soak:g} h)"
-
-
-class PolicyError(EdgeopsError):
-    """Raised by the CLI when a PR breaks the release policy (exit 1)."""
