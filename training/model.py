@@ -13,6 +13,11 @@ the edge runtime cannot drift apart (DESIGN.md, "Model interface"):
 
 Layers: a few strided 1-D convolutions over the window (batch norm, ReLU), mean- and max-pooled over time;
 embeddings of product, recipe and asset; an MLP head with one logit per failure mode (multi-label).
+
+The 1-D convolutions are written as 2-D ones with a (1, k) kernel over a (B, C, 1, T) view, run in
+channels-last memory order: that is how oneDNN (CPU) and TensorRT run 1-D convolutions anyway, and on CPU
+it makes a training step ~23% faster than ``nn.Conv1d`` (same arithmetic; benchmarks/train.py). The ONNX
+graph is an ``Unsqueeze`` and plain 2-D ``Conv``s, which TensorRT builds natively.
 """
 
 from __future__ import annotations
@@ -82,8 +87,10 @@ class FailureModeModel(nn.Module):
         for i, out_ch in enumerate(cfg.conv_channels):
             kernel, stride = (cfg.first_kernel, cfg.first_stride) if i == 0 else (5, 2)
             layers += [
-                nn.Conv1d(in_ch, out_ch, kernel, stride=stride, padding=kernel // 2, bias=False),
-                nn.BatchNorm1d(out_ch),
+                nn.Conv2d(
+                    in_ch, out_ch, (1, kernel), stride=(1, stride), padding=(0, kernel // 2), bias=False
+                ),
+                nn.BatchNorm2d(out_ch),
                 nn.ReLU(),
             ]
             in_ch = out_ch
@@ -97,8 +104,9 @@ class FailureModeModel(nn.Module):
 
     def forward(self, sensors: Tensor, product_id: Tensor, recipe_id: Tensor, asset_id: Tensor) -> Tensor:
         x = (sensors - self.sensor_mean) / self.sensor_std  # (B, C, T), raw values normalised in-graph
-        h = self.encoder(x)  # (B, F, T')
-        pooled = torch.cat([h.mean(dim=2), h.amax(dim=2)], dim=1)  # (B, 2F)
+        x = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)  # (B, C, 1, T), channels last
+        h = self.encoder(x)  # (B, F, 1, T')
+        pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)  # (B, 2F)
         context = [
             self.ids[name](raw)
             for name, raw in zip(ID_INPUTS, (product_id, recipe_id, asset_id), strict=True)
