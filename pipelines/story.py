@@ -15,7 +15,7 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -47,16 +47,17 @@ def _git(cwd: Path, *args: str) -> str:
 
 def seed_release_repository(
     remote: Path, work: Path, *, source_root: Path, config: Path, public_key_pem: bytes, store_uri: str,
-    message: str,
+    message: str, files: Sequence[str] = _COPY,
 ) -> None:  # fmt: skip
     """Clone ``remote`` (made bare when missing) into ``work``, put this project's release files there with
     ``config`` as edgeops.yaml, ``public_key_pem`` as the signing key and ``store_uri`` as the bundle store,
-    commit and push ``main``. The demo's repository and the release-flow tests both start here.
+    commit and push ``main``. The demo's repository and the release-flow tests both start here; ``files``
+    (paths under ``source_root``) can name the whole project instead, as a fork has it.
     """
     if not (remote / "HEAD").exists():
         _git(remote.parent, "init", "--quiet", "--bare", "--initial-branch=main", str(remote))
     _git(work.parent, "clone", "--quiet", str(remote), str(work))
-    for name in _COPY:
+    for name in files:
         src, dst = source_root / name, work / name
         dst.parent.mkdir(parents=True, exist_ok=True)
         if src.is_dir():

@@ -242,3 +242,25 @@ def test_tensorrt_engine_builds_and_matches_onnxruntime(world: dict[str, Path]) 
     assert re.fullmatch(r"engine-sm\d+-trt[\d.]+\.plan", engine["file"])
     assert engine["parity_max_abs_diff"] <= 2e-2
     print(f"\nTensorRT: {engine}")
+
+
+def test_a_fleet_card_without_thresholds_is_a_clear_error(tmp_path: Path) -> None:
+    """A signed, intact bundle whose card lacks what evaluation needs: refused by name, not a KeyError."""
+    from tests.releasekit import INTERFACE, keys, publish
+    from tools.bundle import verify_bundle_uri
+    from tools.release import make_release, render_release
+    from tools.signing import load_public_key
+
+    k = keys()
+    uri = publish(f"file://{tmp_path / 'store'}", "v1.0", k)  # its card has no "thresholds"
+    env = tmp_path / "environments"
+    (env / "fleet").mkdir(parents=True)
+    (env / "release-signing.pub").write_bytes(k.public_pem)
+    files = verify_bundle_uri(uri, load_public_key(env / "release-signing.pub")).files
+    release = make_release(
+        k.private, version="v1.0", interface=INTERFACE, bundle=uri,
+        files={n: files[n] for n in ("model.onnx", "golden.json")},
+    )  # fmt: skip
+    (env / "fleet" / "release.yaml").write_text(render_release(release, ring="fleet"))
+    with pytest.raises(EdgeopsError, match=r"model\.json: the fleet model's card has no usable 'thresholds'"):
+        load_fleet_model(env / "fleet" / "release.yaml", env / "release-signing.pub")

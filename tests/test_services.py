@@ -61,3 +61,15 @@ def test_bare_git_remote_round_trip(git_remote: Path, tmp_path: Path) -> None:
     git("clone", "--quiet", str(git_remote), str(other), cwd=tmp_path)
     assert (other / "release.yaml").read_text() == "version: v1.0\n"
     assert git("log", "--format=%s", cwd=other).strip() == "pilot: model v1.0"
+
+
+def test_devservices_down_without_up_names_the_file(tmp_path: Path) -> None:
+    import sys
+
+    missing = tmp_path / "services.env"
+    result = subprocess.run(
+        [sys.executable, "-m", "tools.devservices", "--down", str(missing)], capture_output=True, text=True,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert f"{missing}: no services to stop (no file written by --up there)" in result.stderr

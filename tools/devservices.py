@@ -1,6 +1,9 @@
 """Throwaway real services for the tests and the embedded demo: a PostgreSQL server and an S3 API server.
 
     python -m tools.devservices        # start both, print the environment to reach them, stop on Ctrl-C
+    python -m tools.devservices --up .edgeops/services.env    # start both in the background, write FILE
+    . .edgeops/services.env                                   # EDGEOPS_PG_DSN and AWS_* for this shell
+    python -m tools.devservices --down .edgeops/services.env  # stop and remove both, delete FILE
 
 PostgreSQL is the real server (Debian's binaries, initdb + pg_ctl) in a temp directory on a free port,
 run as the ``postgres`` user when we are root (the server refuses to run as root). S3 is moto's server on
@@ -276,31 +279,143 @@ def _serve_s3_only(latency_ms: float) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    import argparse
+_PID_VAR = "EDGEOPS_DEVSERVICES_PID"
+UP_TIMEOUT_S = 120.0
 
-    parser = argparse.ArgumentParser(prog="python -m tools.devservices", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--s3-only", action="store_true", help="serve only the S3 API; print its URL first")
-    parser.add_argument("--latency-ms", type=float, default=0.0, help="delay every S3 response (default 0)")
-    args = parser.parse_args(argv)
-    if args.s3_only:
-        return _serve_s3_only(args.latency_ms)
+
+def _exports(pg: ThrowawayPostgres, s3: ThrowawayS3) -> list[str]:
+    assert s3.endpoint is not None
+    return [f"export EDGEOPS_PG_DSN={pg.dsn}", *(f"export {k}={v}" for k, v in s3.endpoint.env().items())]
+
+
+def _serve(latency_ms: float, env_file: Path | None) -> int:
+    """Run both servers until SIGTERM or Ctrl-C; print the exports, or write them to ``env_file``."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with ThrowawayPostgres() as pg, ThrowawayS3(latency_ms=args.latency_ms) as s3:
+    with ThrowawayPostgres() as pg, ThrowawayS3(latency_ms=latency_ms) as s3:
         assert s3.endpoint is not None
-        print("# Throwaway services are up; paste these into another shell. Ctrl-C stops and removes them.")
-        print(f"export EDGEOPS_PG_DSN={pg.dsn}")
-        for key, value in s3.endpoint.env().items():
-            print(f"export {key}={value}")
-        print(
-            f"# PostgreSQL {pg.version} on 127.0.0.1:{pg.port}; S3 API (moto) at {s3.endpoint.url}",
-            flush=True,
-        )
-        with contextlib.suppress(KeyboardInterrupt):
-            while not stop.wait(0.5):
-                time.sleep(0)
+        where = f"PostgreSQL {pg.version} on 127.0.0.1:{pg.port}; S3 API (moto) at {s3.endpoint.url}"
+        if env_file is None:
+            print(
+                "# Throwaway services are up; paste these into another shell. Ctrl-C stops and removes them."
+            )
+            print("\n".join(_exports(pg, s3)))
+            print(f"# {where}", flush=True)
+        else:  # --up's background process: the file appears, whole, once both servers answer
+            text = "\n".join(
+                [f"# {where}; stop with: python -m tools.devservices --down {env_file}",
+                 *_exports(pg, s3), f"export {_PID_VAR}={os.getpid()}", ""]
+            )  # fmt: skip
+            tmp = env_file.with_name(env_file.name + ".tmp")
+            tmp.write_text(text)
+            tmp.replace(env_file)
+        try:
+            with contextlib.suppress(KeyboardInterrupt):
+                while not stop.wait(0.5):
+                    time.sleep(0)
+        finally:
+            if env_file is not None and _pid_in(env_file) == os.getpid():
+                env_file.unlink(missing_ok=True)
     return 0
+
+
+def _pid_in(env_file: Path) -> int | None:
+    try:
+        found = re.search(rf"^export {_PID_VAR}=(\d+)$", env_file.read_text(), re.MULTILINE)
+    except OSError:
+        return None
+    return int(found.group(1)) if found else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def up(env_file: Path, latency_ms: float = 0.0) -> int:
+    """Start both servers in a background process; return once ``env_file`` holds their exports."""
+    import sys
+
+    pid = _pid_in(env_file)
+    if pid is not None and _alive(pid):
+        raise ServiceError(
+            f"{env_file}: services from an earlier --up are still running (pid {pid}); "
+            f"stop them first with: python -m tools.devservices --down {env_file}"
+        )
+    env_file.parent.mkdir(parents=True, exist_ok=True)
+    env_file.unlink(missing_ok=True)
+    log_path = env_file.with_name(env_file.name + ".log")
+    with open(log_path, "w", encoding="utf-8") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tools.devservices", "--serve-into", str(env_file),
+             "--latency-ms", str(latency_ms)],
+            stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    deadline = time.monotonic() + UP_TIMEOUT_S
+    while not env_file.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=30)
+            tail = log_path.read_text(errors="replace")[-2000:]
+            raise ServiceError(f"the throwaway services did not start (log {log_path}):\n{tail}")
+        time.sleep(0.2)
+    print(f"# up: {env_file.read_text().splitlines()[0][2:]}")
+    print(f"# load them into this shell with: . {env_file}")
+    return 0
+
+
+def down(env_file: Path) -> int:
+    """Stop what ``up`` started (SIGTERM; the servers remove their data) and delete ``env_file``."""
+    pid = _pid_in(env_file)
+    if pid is None:
+        raise ServiceError(f"{env_file}: no services to stop (no file written by --up there)")
+    if _alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _alive(pid):
+            raise ServiceError(f"the services (pid {pid}) did not stop within 60 s; kill {pid} by hand")
+    env_file.unlink(missing_ok=True)
+    print(f"# down: stopped pid {pid}, removed {env_file}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.devservices",
+        description=__doc__.split("\n\n")[0],
+        epilog="Without --up/--down: run in the foreground, print the exports, stop on Ctrl-C.",
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--up", metavar="FILE", help="start both in the background; write their exports to FILE"
+    )
+    mode.add_argument("--down", metavar="FILE", help="stop the services --up FILE started; delete FILE")
+    mode.add_argument("--s3-only", action="store_true", help="serve only the S3 API; print its URL first")
+    mode.add_argument("--serve-into", metavar="FILE", help=argparse.SUPPRESS)  # --up's background process
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="delay every S3 response (default 0)")
+    args = parser.parse_args(argv)
+    try:
+        if args.up:
+            return up(Path(args.up), args.latency_ms)
+        if args.down:
+            return down(Path(args.down))
+    except ServiceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.s3_only:
+        return _serve_s3_only(args.latency_ms)
+    return _serve(args.latency_ms, Path(args.serve_into) if args.serve_into else None)
 
 
 if __name__ == "__main__":

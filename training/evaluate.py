@@ -104,13 +104,22 @@ def load_fleet_model(release_path: Path, public_key_path: Path) -> FleetModel | 
     root, _, rest = bundle.rstrip("/").rpartition("/models/")
     store = open_store(root)
     card = json.loads(store.get(f"models/{rest}/model.json"))
+    try:
+        thresholds = [float(card["thresholds"][name]) for name in card["labels"]]
+        labels, interface = list(card["labels"]), str(card["interface"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise EdgeopsError(
+            f"{bundle}model.json: the fleet model's card has no usable {exc} (it needs labels, interface and "
+            f"a threshold per label), so the candidate cannot be compared with it; republish the fleet "
+            f"model with `edgeops publish`"
+        ) from None
     return FleetModel(
         version=release.version,
         bundle=bundle,
         onnx=store.get(f"models/{rest}/model.onnx"),
-        thresholds=[float(card["thresholds"][name]) for name in card["labels"]],
-        labels=list(card["labels"]),
-        interface=str(card["interface"]),
+        thresholds=thresholds,
+        labels=labels,
+        interface=interface,
     )
 
 
