@@ -29,6 +29,30 @@ REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 EDGEOPS = str(Path(sys.executable).parent / "edgeops")
 
+
+def project_files() -> list[str]:
+    """What a clone of this repository holds (plus files not committed yet, when run from a work tree)."""
+    out = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+        capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    return [name for name in out.decode().split("\0") if name and (REPO / name).is_file()]
+
+
+def copy_project(dest: Path, *, installed: bool = False) -> Path:
+    """A fresh copy of the repository at ``dest``, as a clone would be. ``installed``: with this checkout's
+    ``.venv`` and ``node_modules`` linked in, as after the README's first ``make``."""
+    import shutil
+
+    for name in project_files():
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, dest / name)
+    if installed:
+        for name in (".venv", "node_modules"):
+            (dest / name).symlink_to(REPO / name, target_is_directory=True)
+    return dest
+
+
 _SERVICE_MARKERS = {"pg_server": "postgres", "pg_dsn": "postgres", "s3_server": "s3", "s3_env": "s3",
                     "s3_bucket": "s3"}  # fmt: skip
 _service_info: dict[str, str] = {}

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
 
-from tests.conftest import EDGEOPS, IN_CI, REPO
+from tests.conftest import EDGEOPS, IN_CI, REPO, copy_project
 
 
 def _demo(*args: str, cwd: Path = REPO, timeout: int = 600) -> subprocess.CompletedProcess[str]:
@@ -95,4 +96,22 @@ def test_the_demo_story_two_models_pilot_promotion_and_revert(tmp_path: Path) ->
         "MODEL_CARD-v1.1.md",
         "evaluation-v1.1.json",
     }
+    assert "every simulated node ended each phase on the version its ring pins" in result.stdout
+
+
+def test_make_demo_as_the_readme_says(tmp_path: Path) -> None:
+    """`make demo` itself, on its embedded defaults, in a fresh copy (installed: the venv is this one's)."""
+    clone = copy_project(tmp_path / "edgeops", installed=True)
+    env = {k: v for k, v in os.environ.items() if k != "EDGEOPS_CONFIG" and not k.startswith("AWS_")}
+    # The linked venv must be current, or make would reinstall into it from the copy (and repoint it there).
+    current = subprocess.run(["make", "--question", "setup"], cwd=clone, env=env, check=False)
+    assert current.returncode == 0, "this checkout's .venv or node_modules is out of date: run `make setup`"
+    result = subprocess.run(
+        ["make", "demo"], cwd=clone, env=env, capture_output=True, text=True, timeout=900, check=False
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "creating .venv" not in result.stdout  # the set-up was already done: nothing reinstalled
+    summary = json.loads((clone / ".edgeops/demo/report/summary.json").read_text())
+    assert summary["versions"] == ["v1.0", "v1.1"] and summary["prs"] == [1, 2, 3, 4, 5]
+    assert summary["final_versions"] == {"v1.0": 20, "v1.1": 4}
     assert "every simulated node ended each phase on the version its ring pins" in result.stdout

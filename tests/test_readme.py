@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.story import seed_release_repository
-from tests.conftest import EDGEOPS, REPO
+from tests.conftest import EDGEOPS, REPO, copy_project, project_files
 from tests.releasekit import git, keys, telemetry_rows
 from tools.forge import LocalForge
 from tools.releaseflow import Workspace, promote, propose
@@ -81,22 +80,6 @@ def _user_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _project_files() -> list[str]:
-    """What a clone of this repository holds (plus files not committed yet, when run from a work tree)."""
-    out = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-        capture_output=True, check=True,
-    ).stdout  # fmt: skip
-    return [name for name in out.decode().split("\0") if name and (REPO / name).is_file()]
-
-
-def _copy_project(dest: Path) -> Path:
-    for name in _project_files():
-        (dest / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / name, dest / name)
-    return dest
-
-
 def test_the_readme_and_the_runbooks_mark_runnable_blocks() -> None:
     blocks = _blocks()
     assert sum(b.doc == "README.md" for b in blocks) >= 2
@@ -112,7 +95,7 @@ _STANDALONE = [b for b in _blocks() if not b.in_checkout]
 
 @pytest.mark.parametrize("block", _STANDALONE, ids=[b.name for b in _STANDALONE])
 def test_runnable_block_runs_as_written(block: Block, tmp_path: Path) -> None:
-    clone = _copy_project(tmp_path / "edgeops")
+    clone = copy_project(tmp_path / "edgeops")
     # Services the block starts are its own: none of the suite's variables leak into it.
     env = _user_env()
     for key in [k for k in env if k.startswith(("AWS_", "EDGEOPS_PG"))]:
@@ -176,7 +159,7 @@ def fork(
     ldo_store = f"s3://{s3_bucket}/ldos"
     seed_release_repository(
         git_remote, tmp_path / "seed", source_root=REPO, config=_fork_config(tmp_path, ldo_store),
-        public_key_pem=k.public_pem, store_uri=store, message="fork of edgeops", files=_project_files(),
+        public_key_pem=k.public_pem, store_uri=store, message="fork of edgeops", files=project_files(),
     )  # fmt: skip
     work = tmp_path / "checkout"
     git(tmp_path, "clone", "--quiet", str(git_remote), str(work))
