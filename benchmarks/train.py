@@ -13,7 +13,9 @@ the same in-memory snapshot, for the same number of samples, in one process:
   plus a checkpoint every epoch (which the seed style does not pay for), so the ratio is conservative.
 
 Targets (issue #4): >= 2x samples/s on this machine's CPU, >= 10x on a GPU. ``--end-to-end`` also times
-100,000 LDOs x 50 epochs through ``edgeops train`` (snapshot load included; target < 30 s on a GPU).
+100,000 LDOs x 50 epochs through ``edgeops train`` with training/configs/gpu.yaml (snapshot load included;
+target < 30 s on a GPU). After each, a profile of one step says what bounds it: wall time and FLOPs, and on
+CUDA the GPU's busy share and kernel launches per step (launch overhead, memory bandwidth or arithmetic).
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.numpy import load_file
@@ -44,22 +48,22 @@ from training.train import train  # noqa: E402
 class LdoDataset(Dataset[tuple[torch.Tensor, ...]]):
     """The seed's way: one Python call and five small tensors per sample."""
 
-    def __init__(self, arrays: dict[str, object], rows: object) -> None:
+    def __init__(self, arrays: Mapping[str, np.ndarray], rows: np.ndarray) -> None:
         self.a = arrays
         self.rows = rows
 
     def __len__(self) -> int:
-        return len(self.rows)  # type: ignore[arg-type]
+        return len(self.rows)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
-        r = self.rows[i]  # type: ignore[index]
+        r = self.rows[i]
         a = self.a
         return (
-            torch.from_numpy(a["sensors"][r]),  # type: ignore[index]
-            torch.tensor(a["product_id"][r]),  # type: ignore[index]
-            torch.tensor(a["recipe_id"][r]),  # type: ignore[index]
-            torch.tensor(a["asset_id"][r]),  # type: ignore[index]
-            torch.from_numpy(a["labels"][r].astype("float32")),  # type: ignore[index]
+            torch.from_numpy(a["sensors"][r]),
+            torch.tensor(a["product_id"][r]),
+            torch.tensor(a["recipe_id"][r]),
+            torch.tensor(a["asset_id"][r]),
+            torch.from_numpy(a["labels"][r].astype("float32")),
         )
 
 
@@ -105,6 +109,92 @@ def ours(
     result = train(snapshot, cfg, out)
     train_rows = json.loads((snapshot / "snapshot.json").read_text())["counts"]["splits"]["train"]
     return train_rows * result["epochs_run"], float(result["timing"]["wall_seconds"])
+
+
+def step_profile(
+    snapshot: Path, cfg: TrainingConfig, device: torch.device, steps: int = 100
+) -> dict[str, float]:
+    """What bounds one training step of ``edgeops train`` here: the wall time of a step (no profiler), the
+    FLOPs it does (``FlopCounterMode``) and, on CUDA, how much of the step the GPU is busy and how many
+    kernels the CPU launches for it (``torch.profiler``)."""
+    from torch.profiler import ProfilerActivity, profile
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from training.train import load_snapshot
+
+    snap = load_snapshot(snapshot, cfg.data_spec(), device)
+    rows_all = snap.index(0)
+    x = snap.sensors.index_select(0, rows_all)
+    torch.manual_seed(cfg.seed)
+    mean, std = x.mean(dim=(0, 2)).cpu(), x.std(dim=(0, 2)).cpu()
+    model = FailureModeModel(cfg, snap.meta["vocabularies"], mean, std).to(device).train()
+    del x
+    optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    amp = device.type == "cuda" and cfg.bf16
+    n_batches = max(len(rows_all) // cfg.batch_size, 1)
+
+    def step(i: int) -> None:
+        start = (i % n_batches) * cfg.batch_size
+        rows = rows_all[start : start + cfg.batch_size]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(*snap.take(rows))
+        loss = F.binary_cross_entropy_with_logits(logits.float(), snap.labels.index_select(0, rows))
+        optim.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optim.step()
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for i in range(10):  # warm-up: allocator, cuDNN algorithm choice
+        step(i)
+    sync()
+    start = time.perf_counter()
+    for i in range(steps):
+        step(i)
+    sync()
+    wall = (time.perf_counter() - start) / steps
+    with FlopCounterMode(display=False) as counter:
+        step(0)
+    out = {"wall_ms": wall * 1e3, "gflop": counter.get_total_flops() / 1e9}
+    if device.type == "cuda":
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for i in range(steps):
+                step(i)
+            sync()
+        events = prof.key_averages()
+        busy_us = sum(getattr(e, "self_device_time_total", 0.0) for e in events)
+        launches = sum(e.count for e in events if "LaunchKernel" in e.key)
+        out |= {"busy_ms": busy_us / 1e3 / steps, "launches": launches / steps}
+    return out
+
+
+def explain_bound(profile: dict[str, float], batch: int) -> list[str]:
+    """The step profile in words, with the verdict the issue asks for."""
+    wall, gflop = profile["wall_ms"], profile["gflop"]
+    lines = [f"step of {batch} samples: {wall:.2f} ms wall, {gflop:.3f} GFLOP ({gflop / wall:.2f} TFLOP/s)"]
+    if "busy_ms" not in profile:
+        lines.append("bound: the model's own kernels on the CPU (no per-sample Python in the loop)")
+        return lines
+    busy = profile["busy_ms"]
+    share = busy / wall
+    lines.append(
+        f"GPU busy {busy:.2f} ms of it ({share:.0%}), {profile['launches']:.0f} kernel launches per step, "
+        f"{gflop / busy:.2f} TFLOP/s while busy"
+    )
+    if share < 0.5:
+        lines.append(
+            "bound: launch overhead: the GPU waits for the CPU to issue small kernels most of each step "
+            "(larger batches, training/configs/gpu.yaml, or CUDA graphs would help)"
+        )
+    else:
+        lines.append(
+            "bound: the GPU's own work; far below its peak FLOP/s means memory bandwidth (small tensors), "
+            "near it means arithmetic"
+        )
+    return lines
 
 
 def main() -> int:
@@ -165,6 +255,10 @@ def main() -> int:
             f"\nratio: {r_ours / r_seed:.2f}x  (target >= {target}x on {'GPU' if gpu else 'CPU'}: {verdict})"
         )
 
+        print(f"\n== what bounds a step ({'GPU' if gpu else 'CPU'})")
+        for line in explain_bound(step_profile(work / "snap", cfg, device), cfg.batch_size):
+            print(f"   {line}")
+
         if args.end_to_end:
             print(
                 "\n== end to end: 100,000 LDOs x 50 epochs through `edgeops train` (snapshot load included)"
@@ -174,11 +268,15 @@ def main() -> int:
                 DirSource(work / "ldos100k"), work / "snap100k", spec, SnapshotOptions(limit=10**7)
             )
             cfg_path = work / "e2e.yaml"
-            text = (REPO / "training/configs/default.yaml").read_text()
-            text = text.replace("epochs: 30 ", "epochs: 50 ").replace(
-                "early_stop_patience: 5 ", "early_stop_patience: 0 "
-            )
+            gpu_config = REPO / "training/configs/gpu.yaml"
+            text = gpu_config.read_text()
+            changes = (("epochs: 30 ", "epochs: 50 "), ("early_stop_patience: 5 ", "early_stop_patience: 0 "))
+            for old, new in changes:
+                assert old in text, f"{gpu_config} has no '{old.strip()}' line to change"
+                text = text.replace(old, new)
             cfg_path.write_text(text)
+            e2e_cfg = load_training_config(cfg_path).model_copy(update={"device": args.device})
+            print(f"   {gpu_config.relative_to(REPO)}: batch {e2e_cfg.batch_size}, 50 epochs", flush=True)
             edgeops = str(Path(sys.executable).parent / "edgeops")
             start = time.perf_counter()
             subprocess.run(
@@ -189,6 +287,8 @@ def main() -> int:
             print(
                 f"end to end: {total:.1f}s  (target < 30 s on a GPU: {'meets' if total < 30 else 'MISSES'})"
             )
+            for line in explain_bound(step_profile(work / "snap100k", e2e_cfg, device), e2e_cfg.batch_size):
+                print(f"   {line}")
     return 0
 
 

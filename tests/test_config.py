@@ -124,3 +124,15 @@ def test_training_config_is_strict(tmp_path: Path) -> None:
     bad.write_text(text.replace("labels: [bearing_wear,", "labels: [overheating,"))
     with pytest.raises(ConfigError, match="repeated: overheating"):
         load_training_config(bad)
+
+
+@pytest.mark.parametrize(
+    ("name", "changed"),
+    [("gpu.yaml", {"batch_size", "lr"}),
+     ("demo.yaml", {"epochs", "batch_size", "early_stop_patience"})],
+)  # fmt: skip
+def test_other_training_configs_keep_the_production_interface(name: str, changed: set[str]) -> None:
+    """A model trained with another config must still fit the nodes: same data interface, same model."""
+    default = load_training_config().model_dump()
+    other = load_training_config(REPO / "training/configs" / name).model_dump()
+    assert {key for key in default if default[key] != other[key]} == changed
