@@ -1,0 +1,47 @@
+"""The benchmark scripts run, print their side-by-side figures, and read a step profile right."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from types import ModuleType
+
+from tests.conftest import REPO
+
+
+def _train_bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_train", REPO / "benchmarks/train.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_training_benchmark_prints_both_loops_a_ratio_and_what_bounds_a_step() -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks/train.py"), "--n", "800", "--epochs", "1", "--device", "cpu"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    rows = {
+        m.group(1): int(m.group(2))
+        for m in re.finditer(r"^(seed style \(DataLoader\)|edgeops train)\s+(\d+)", out, re.M)
+    }
+    assert len(rows) == 2 and rows["seed style (DataLoader)"] == rows["edgeops train"] > 400  # same samples
+    assert re.search(r"^ratio: \d+\.\d\dx  \(target >= 2x on CPU: (meets|MISSES)\)$", out, re.M)
+    assert re.search(r"step of 256 samples: [\d.]+ ms wall, [\d.]+ GFLOP", out)
+
+
+def test_a_gpu_step_profile_names_its_bound() -> None:
+    explain = _train_bench().explain_bound
+    idle = explain({"wall_ms": 2.0, "gflop": 0.2, "busy_ms": 0.4, "launches": 150}, 256)
+    assert "GPU busy 0.40 ms of it (20%), 150 kernel launches per step" in idle[1]
+    assert idle[2].startswith("bound: launch overhead")
+    busy = explain({"wall_ms": 2.0, "gflop": 0.2, "busy_ms": 1.8, "launches": 150}, 1024)
+    assert busy[2].startswith("bound: the GPU's own work")
+    assert explain({"wall_ms": 4.6, "gflop": 0.17}, 256)[1].startswith(
+        "bound: the model's own kernels on the CPU"
+    )
