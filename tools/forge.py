@@ -15,7 +15,6 @@ import contextlib
 import fcntl
 import json
 import os
-import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,8 +22,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, Protocol
 
-from tools.errors import EdgeopsError, ServiceError
+from tools.errors import EdgeopsError
 from tools.fsutil import fsync_path
+from tools.gitrepo import Repo
 
 __all__ = ["Forge", "ForgeError", "LocalForge", "PullRequest", "comment_marker"]
 
@@ -75,10 +75,7 @@ def _now() -> str:
 
 
 def _git(*args: str, cwd: Path) -> str:
-    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise ServiceError(f"git {' '.join(args)} failed in {cwd}: {result.stderr.strip()}")
-    return result.stdout.strip()
+    return Repo(cwd).git(*args).strip()  # GitError (a ServiceError) names the command, folder and stderr
 
 
 class LocalForge:
