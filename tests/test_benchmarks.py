@@ -21,7 +21,8 @@ def _train_bench() -> ModuleType:
 
 def test_the_training_benchmark_prints_both_loops_a_ratio_and_what_bounds_a_step() -> None:
     result = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks/train.py"), "--n", "800", "--epochs", "1", "--device", "cpu"],
+        [sys.executable, str(REPO / "benchmarks/train.py"), "--n", "800", "--epochs", "1", "--device", "cpu",
+         "--end-to-end", "--e2e-n", "600", "--e2e-epochs", "2"],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -33,15 +34,20 @@ def test_the_training_benchmark_prints_both_loops_a_ratio_and_what_bounds_a_step
     assert len(rows) == 2 and rows["seed style (DataLoader)"] == rows["edgeops train"] > 400  # same samples
     assert re.search(r"^ratio: \d+\.\d\dx  \(target >= 2x on CPU: (meets|MISSES)\)$", out, re.M)
     assert re.search(r"step of 256 samples: [\d.]+ ms wall, [\d.]+ GFLOP", out)
+    # The end-to-end path a GPU session will run first, tried small here: gpu.yaml's batch, its own profile.
+    assert "training/configs/gpu.yaml: batch 1024, 2 epochs" in out
+    assert re.search(r"^end to end: [\d.]+s  \(target < 30 s on a GPU: the target is for a GPU\)$", out, re.M)
+    steps = re.findall(r"step of (\d+) samples: [\d.]+ ms wall", out)
+    assert len(steps) == 2 and 400 < int(steps[1]) < 600  # the e2e train split: smaller than one 1024 batch
 
 
 def test_a_gpu_step_profile_names_its_bound() -> None:
     explain = _train_bench().explain_bound
-    idle = explain({"wall_ms": 2.0, "gflop": 0.2, "busy_ms": 0.4, "launches": 150}, 256)
+    idle = explain({"batch": 256, "wall_ms": 2.0, "gflop": 0.2, "busy_ms": 0.4, "launches": 150})
     assert "GPU busy 0.40 ms of it (20%), 150 kernel launches per step" in idle[1]
     assert idle[2].startswith("bound: launch overhead")
-    busy = explain({"wall_ms": 2.0, "gflop": 0.2, "busy_ms": 1.8, "launches": 150}, 1024)
+    busy = explain({"batch": 1024, "wall_ms": 2.0, "gflop": 0.2, "busy_ms": 1.8, "launches": 150})
     assert busy[2].startswith("bound: the GPU's own work")
-    assert explain({"wall_ms": 4.6, "gflop": 0.17}, 256)[1].startswith(
+    assert explain({"batch": 256, "wall_ms": 4.6, "gflop": 0.17})[1].startswith(
         "bound: the model's own kernels on the CPU"
     )
