@@ -282,7 +282,7 @@ def main() -> int:
             gpu_config = REPO / "training/configs/gpu.yaml"
             text = gpu_config.read_text()
             changes = (
-                ("epochs: 30 ", f"epochs: {args.e2e_epochs} "),
+                ("epochs: 50 ", f"epochs: {args.e2e_epochs} "),
                 ("early_stop_patience: 5 ", "early_stop_patience: 0 "),
                 ("device: auto ", f"device: {args.device} "),
             )

@@ -128,7 +128,7 @@ def test_training_config_is_strict(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("name", "changed"),
-    [("gpu.yaml", {"batch_size", "lr"}),
+    [("gpu.yaml", {"epochs", "batch_size", "lr"}),
      ("demo.yaml", {"epochs", "batch_size", "early_stop_patience"})],
 )  # fmt: skip
 def test_other_training_configs_keep_the_production_interface(name: str, changed: set[str]) -> None:
