@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -512,15 +513,7 @@ class Fleet:
         self.rings = dict(rings)
         self.reads = _Reads()
         self.rng = random.Random(seed)  # noqa: S311 - picks simulated nodes, not secrets
-        shared: dict[str, Store] = {}
-
-        def shared_store(uri: str) -> Store:
-            store = shared.get(uri)
-            if store is None:
-                store = shared[uri] = open_store(uri)  # one client for the whole fleet
-            return store
-
-        opener = store_opener or shared_store
+        opener = store_opener or functools.cache(open_store)  # one client per store for the whole fleet
         self.nodes: list[_Node] = []
         run_dir = Path(workdir) / f"run-{os.getpid()}-{time.time_ns()}"
         for index in range(nodes):
@@ -592,13 +585,7 @@ def simulate(
     private_pem, public_pem = generate_keypair()
     private_key = private_key_from_pem(private_pem, source="fleet simulator (throwaway)")
     public_key = public_key_from_pem(public_pem, source="fleet simulator (throwaway)")
-    shared: dict[str, Store] = {}
-
-    def shared_store(uri: str) -> Store:
-        store = shared.get(uri)
-        if store is None:
-            store = shared[uri] = open_store(uri)  # one client for the whole fleet
-        return store
+    shared_store = functools.cache(open_store)  # one client per store: for publishing and the whole fleet
 
     releases: dict[str, Release] = {}
     for version in ("v1.0", "v1.1"):
