@@ -2,38 +2,34 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.releasekit import git
 from tools.forge import ForgeError, LocalForge, comment_marker
-
-
-def git(*args: str, cwd: Path) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
 
 
 @pytest.fixture
 def repo(git_remote: Path, tmp_path: Path) -> Path:
     work = tmp_path / "work"
-    git("clone", "--quiet", str(git_remote), str(work), cwd=tmp_path)
+    git(tmp_path, "clone", "--quiet", str(git_remote), str(work))
     (work / "release.yaml").write_text("version: null\n")
-    git("add", ".", cwd=work)
-    git("commit", "--quiet", "-m", "initial", cwd=work)
-    git("push", "--quiet", "origin", "HEAD:main", cwd=work)
+    git(work, "add", ".")
+    git(work, "commit", "--quiet", "-m", "initial")
+    git(work, "push", "--quiet", "origin", "HEAD:main")
     return work
 
 
 def push_branch(work: Path, branch: str, content: str) -> None:
-    git("checkout", "--quiet", "-B", branch, "origin/main" if branch != "main" else "HEAD", cwd=work)
+    git(work, "checkout", "--quiet", "-B", branch, "origin/main" if branch != "main" else "HEAD")
     (work / "release.yaml").write_text(content)
-    git("commit", "--quiet", "-am", f"{branch}: {content.strip()}", cwd=work)
-    git("push", "--quiet", "--force", "origin", f"HEAD:{branch}", cwd=work)
+    git(work, "commit", "--quiet", "-am", f"{branch}: {content.strip()}")
+    git(work, "push", "--quiet", "--force", "origin", f"HEAD:{branch}")
 
 
 def test_one_pr_per_head_updated_in_place(git_remote: Path, repo: Path) -> None:
-    git("fetch", "--quiet", "origin", cwd=repo)
+    git(repo, "fetch", "--quiet", "origin")
     push_branch(repo, "release/pilot/v1.0", "version: v1.0\n")
     forge = LocalForge(git_remote)
     head = "release/pilot/v1.0"
@@ -71,11 +67,11 @@ def test_merge_makes_a_merge_commit_on_the_base(git_remote: Path, repo: Path, tm
     merged = forge.merge_pr(pr.number)
     assert merged.state == "merged" and merged.merge_commit
     check = tmp_path / "check"
-    git("clone", "--quiet", str(git_remote), str(check), cwd=tmp_path)
+    git(tmp_path, "clone", "--quiet", str(git_remote), str(check))
     assert (check / "release.yaml").read_text() == "version: v1.0\n"
-    assert git("rev-parse", "HEAD", cwd=check) == merged.merge_commit
-    assert len(git("log", "-1", "--format=%P", cwd=check).split()) == 2  # a real merge commit: two parents
-    assert git("log", "-1", "--format=%s", cwd=check) == "Merge pull request #1 from release/pilot/v1.0"
+    assert git(check, "rev-parse", "HEAD") == merged.merge_commit
+    assert len(git(check, "log", "-1", "--format=%P").split()) == 2  # a real merge commit: two parents
+    assert git(check, "log", "-1", "--format=%s") == "Merge pull request #1 from release/pilot/v1.0"
     with pytest.raises(ForgeError, match="is merged, not open"):
         forge.merge_pr(pr.number)
     # A new PR for the same head after the merge is a new PR, not the merged one reopened.

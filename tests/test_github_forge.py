@@ -11,7 +11,6 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-import subprocess
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.githubfake import FakeGitHub
+from tests.releasekit import git
 from tools.errors import ServiceError
 from tools.forge import ForgeError, comment_marker
 from tools.github import GitHubForge
@@ -28,30 +28,26 @@ HEAD = "release/pilot/v1.0"
 UNPACED: dict[str, Any] = {"seconds_between_requests": None, "seconds_between_writes": None}
 
 
-def git(*args: str, cwd: Path) -> str:
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
-
-
 @pytest.fixture
 def work(git_remote: Path, tmp_path: Path) -> Path:
     """A clone of the bare repository, with ``main`` pushed."""
     clone = tmp_path / "work"
-    git("clone", "--quiet", str(git_remote), str(clone), cwd=tmp_path)
-    git("config", "user.name", "edgeops tests", cwd=clone)
-    git("config", "user.email", "tests@edgeops.invalid", cwd=clone)
+    git(tmp_path, "clone", "--quiet", str(git_remote), str(clone))
+    git(clone, "config", "user.name", "edgeops tests")
+    git(clone, "config", "user.email", "tests@edgeops.invalid")
     (clone / "release.yaml").write_text("version: null\n")
-    git("add", ".", cwd=clone)
-    git("commit", "--quiet", "-m", "initial", cwd=clone)
-    git("push", "--quiet", "origin", "HEAD:main", cwd=clone)
+    git(clone, "add", ".")
+    git(clone, "commit", "--quiet", "-m", "initial")
+    git(clone, "push", "--quiet", "origin", "HEAD:main")
     return clone
 
 
 def push_branch(work: Path, branch: str, content: str, *, start: str = "main") -> None:
-    git("fetch", "--quiet", "origin", cwd=work)
-    git("checkout", "--quiet", "-B", branch, f"origin/{start}", cwd=work)
+    git(work, "fetch", "--quiet", "origin")
+    git(work, "checkout", "--quiet", "-B", branch, f"origin/{start}")
     (work / "release.yaml").write_text(content)
-    git("commit", "--quiet", "-am", f"{branch}: {content.strip()}", cwd=work)
-    git("push", "--quiet", "--force", "origin", f"HEAD:{branch}", cwd=work)
+    git(work, "commit", "--quiet", "-am", f"{branch}: {content.strip()}")
+    git(work, "push", "--quiet", "--force", "origin", f"HEAD:{branch}")
 
 
 @pytest.fixture
@@ -158,7 +154,7 @@ def test_a_new_base_moves_the_open_pr_instead_of_opening_a_second(
     moved = forge.open_or_update_pr(head=HEAD, base="stable", title="t", body="b")
     assert moved.number == 1 and moved.base == "stable" and list(fake.pulls) == [1]
     assert fake.pulls[1].base == "stable"
-    assert fake.pulls[1].base_sha == git("rev-parse", "origin/stable", cwd=work)
+    assert fake.pulls[1].base_sha == git(work, "rev-parse", "origin/stable")
 
 
 def test_labels_and_reviewers_users_and_teams_are_applied(
@@ -240,13 +236,13 @@ def test_the_default_page_size_is_githubs_maximum(fake: FakeGitHub, work: Path) 
 def test_list_prs_reads_every_page_and_maps_github_states(
     fake: FakeGitHub, forge: GitHubForge, work: Path
 ) -> None:
-    git("checkout", "--quiet", "main", cwd=work)
+    git(work, "checkout", "--quiet", "main")
     for i in range(35):  # 35 branches, one push
-        git("checkout", "--quiet", "-B", f"release/r{i}", "main", cwd=work)
+        git(work, "checkout", "--quiet", "-B", f"release/r{i}", "main")
         (work / f"r{i}.txt").write_text(f"{i}\n")
-        git("add", ".", cwd=work)
-        git("commit", "--quiet", "-m", f"r{i}", cwd=work)
-    git("push", "--quiet", "origin", *(f"release/r{i}" for i in range(35)), cwd=work)
+        git(work, "add", ".")
+        git(work, "commit", "--quiet", "-m", f"r{i}")
+    git(work, "push", "--quiet", "origin", *(f"release/r{i}" for i in range(35)))
     for i in range(35):
         labels = ["model-release", "ring:pilot"] if i % 5 == 0 else ["model-release"]
         forge.open_or_update_pr(head=f"release/r{i}", base="main", title=f"r{i}", body="", labels=labels)
@@ -309,19 +305,19 @@ def test_merge_makes_a_real_merge_commit_on_the_base(
 ) -> None:
     push_branch(work, HEAD, "version: v1.0\n")
     pr = forge.open_or_update_pr(head=HEAD, base="main", title="pilot: model v1.0", body="b")
-    head_sha = git("rev-parse", f"origin/{HEAD}", cwd=work)
+    head_sha = git(work, "rev-parse", f"origin/{HEAD}")
     merged = forge.merge_pr(pr.number)
     assert merged.state == "merged" and merged.merge_commit
-    main = git("rev-parse", "refs/heads/main", cwd=git_remote)
+    main = git(git_remote, "rev-parse", "refs/heads/main")
     assert merged.merge_commit == main == fake.pulls[1].merge_commit_sha
-    parents = git("log", "-1", "--format=%P", "main", cwd=git_remote).split()
+    parents = git(git_remote, "log", "-1", "--format=%P", "main").split()
     assert len(parents) == 2 and parents[1] == head_sha  # a real merge commit: base, then the PR's head
-    assert git("log", "-1", "--format=%s%n%n%b", "main", cwd=git_remote).strip() == (
+    assert git(git_remote, "log", "-1", "--format=%s%n%n%b", "main").strip() == (
         "Merge pull request #1 from acme/release/pilot/v1.0\n\npilot: model v1.0"
     )
-    assert git("log", "-1", "--format=%cn", "main", cwd=git_remote) == "GitHub"
+    assert git(git_remote, "log", "-1", "--format=%cn", "main") == "GitHub"
     check = tmp_path / "check"
-    git("clone", "--quiet", str(git_remote), str(check), cwd=tmp_path)
+    git(tmp_path, "clone", "--quiet", str(git_remote), str(check))
     assert (check / "release.yaml").read_text() == "version: v1.0\n"
     put = fake.calls("PUT", r"/repos/acme/edgeops-releases/pulls/1/merge")
     assert [r.status for r in put] == [200]
@@ -336,10 +332,10 @@ def test_merging_a_closed_pr_is_refused(
     push_branch(work, HEAD, "version: v1.0\n")
     pr = forge.open_or_update_pr(head=HEAD, base="main", title="t", body="b")
     forge.close_pr(pr.number)
-    main = git("rev-parse", "refs/heads/main", cwd=git_remote)
+    main = git(git_remote, "rev-parse", "refs/heads/main")
     with pytest.raises(ForgeError, match="is closed, not open: it cannot be merged"):
         forge.merge_pr(pr.number)
-    assert git("rev-parse", "refs/heads/main", cwd=git_remote) == main
+    assert git(git_remote, "rev-parse", "refs/heads/main") == main
     assert fake.calls("PUT") == []
 
 
@@ -349,10 +345,10 @@ def test_a_conflicting_pr_is_not_merged(
     push_branch(work, HEAD, "version: v1.0\n")
     pr = forge.open_or_update_pr(head=HEAD, base="main", title="t", body="b")
     push_branch(work, "main", "version: hotfix\n")  # main moves under the PR: the same line, changed
-    main = git("rev-parse", "refs/heads/main", cwd=git_remote)
+    main = git(git_remote, "rev-parse", "refs/heads/main")
     with pytest.raises(ForgeError, match="cannot be merged: Pull Request is not mergeable"):
         forge.merge_pr(pr.number)
-    assert git("rev-parse", "refs/heads/main", cwd=git_remote) == main
+    assert git(git_remote, "rev-parse", "refs/heads/main") == main
     assert forge.get_pr(pr.number).state == "open"
     assert [r.status for r in fake.calls("PUT")] == [405]
 
