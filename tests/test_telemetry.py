@@ -343,6 +343,14 @@ def good() -> RingTelemetry:
     )
 
 
+def silent() -> RingTelemetry:
+    """``good()``'s ring with not one prediction reported."""
+    return replace(
+        good(), predictions=0, validated=0, accuracy=None, fp_rate=None, fn_rate=None, errors=0,
+        error_rate=None, p95_latency_ms=None,
+    )  # fmt: skip
+
+
 def by_name(results: list[GateResult]) -> dict[str, GateResult]:
     return {r.name: r for r in results}
 
@@ -439,18 +447,7 @@ def test_promote_fails_a_gate_without_evidence(gate: str, change: dict[str, Any]
 
 
 def test_promote_with_no_data_at_all_fails_everything() -> None:
-    empty = replace(
-        good(),
-        reporting_nodes=0,
-        predictions=0,
-        validated=0,
-        accuracy=None,
-        fp_rate=None,
-        fn_rate=None,
-        errors=0,
-        error_rate=None,
-        p95_latency_ms=None,
-    )
+    empty = replace(silent(), reporting_nodes=0)
     results = check_gates(empty, GATES, purpose="promote")
     assert not any(r.passed for r in results)
     assert by_name(results)["p95_latency_ms"].detail == "p95_latency_ms: no predictions yet"
@@ -483,17 +480,7 @@ def test_guard_does_not_judge_labels_below_the_validated_minimum() -> None:
 
 
 def test_guard_without_predictions_judges_nothing() -> None:
-    t = replace(
-        good(),
-        predictions=0,
-        validated=0,
-        accuracy=None,
-        fp_rate=None,
-        fn_rate=None,
-        errors=0,
-        error_rate=None,
-        p95_latency_ms=None,
-    )
+    t = silent()
     results = by_name(check_gates(t, GATES, purpose="guard"))
     assert passed(results.values())
     assert results["error_rate"].detail == "not judged: no predictions"
