@@ -120,7 +120,7 @@ def step_profile(
     from torch.profiler import ProfilerActivity, profile
     from torch.utils.flop_counter import FlopCounterMode
 
-    from training.train import load_snapshot
+    from training.train import load_snapshot, train_step
 
     snap = load_snapshot(snapshot, cfg.data_spec(), device)
     rows_all = snap.index(0)
@@ -135,14 +135,9 @@ def step_profile(
 
     def step(i: int) -> None:
         start = (i % n_batches) * cfg.batch_size
-        rows = rows_all[start : start + cfg.batch_size]
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(*snap.take(rows))
-        loss = F.binary_cross_entropy_with_logits(logits.float(), snap.labels.index_select(0, rows))
-        optim.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optim.step()
+        train_step(
+            model, optim, snap, rows_all[start : start + cfg.batch_size], grad_clip=cfg.grad_clip, amp=amp
+        )
 
     def sync() -> None:
         if device.type == "cuda":

@@ -32,6 +32,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,24 @@ def _schedule(cfg: TrainingConfig, steps_per_epoch: int) -> Any:
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return factor
+
+
+def train_step(
+    net: Callable[..., torch.Tensor], optim: torch.optim.Optimizer, snap: Snapshot, rows: torch.Tensor, *,
+    grad_clip: float, amp: bool,
+) -> torch.Tensor:  # fmt: skip
+    """One optimiser step on the snapshot's ``rows``; returns the (undetached) loss. ``net`` may be the model,
+    its DDP wrapper or its compiled form; gradients are clipped over the optimiser's parameters."""
+    with torch.autocast(snap.sensors.device.type, dtype=torch.bfloat16, enabled=amp):
+        logits = net(*snap.take(rows))
+    loss = F.binary_cross_entropy_with_logits(logits.float(), snap.labels.index_select(0, rows))
+    optim.zero_grad(set_to_none=True)
+    loss.backward()  # type: ignore[no-untyped-call]
+    if grad_clip > 0:
+        params = [p for group in optim.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optim.step()
+    return loss
 
 
 @torch.inference_mode()
@@ -293,14 +312,7 @@ def train(snapshot_dir: Path, cfg: TrainingConfig, out: Path, *, resume: bool = 
                 rows = train_idx.index_select(0, batch)
                 if world > 1:
                     rows = rows[rank::world]  # each rank takes its share of the global batch
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    logits = step_fn(*snap.take(rows))
-                loss = F.binary_cross_entropy_with_logits(logits.float(), snap.labels.index_select(0, rows))
-                optim.zero_grad(set_to_none=True)
-                loss.backward()  # type: ignore[no-untyped-call]
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optim.step()
+                loss = train_step(step_fn, optim, snap, rows, grad_clip=cfg.grad_clip, amp=amp)
                 sched.step()
                 loss_sum += loss.detach()
                 loss_count += 1
