@@ -57,7 +57,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from pipelines.dag import STEP_NAMES
 from tools.errors import EdgeopsError
-from tools.fsutil import fsync_path
+from tools.fsutil import write_atomic
 from tools.log import fields
 
 if TYPE_CHECKING:
@@ -150,18 +150,8 @@ def load_state(run_dir: Path) -> dict[str, Any]:
     return state
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_path(path.parent)
-
-
 def _save_state(run_dir: Path, state: dict[str, Any]) -> None:
-    _write_atomic(run_dir / STATE_FILE, json.dumps(state, indent=2, sort_keys=True) + "\n")
+    write_atomic(run_dir / STATE_FILE, json.dumps(state, indent=2, sort_keys=True) + "\n")
 
 
 def _now() -> str:
@@ -337,7 +327,7 @@ def _plan_propose(ctx: _Context) -> _Plan:
 
     def record(stdout: list[str]) -> None:
         doc = {"ring": ring, "bundle": bundle, "output": [line.rstrip("\n") for line in stdout]}
-        _write_atomic(proposal, json.dumps(doc, indent=2) + "\n")
+        write_atomic(proposal, json.dumps(doc, indent=2) + "\n")
 
     plan.after = record
     return plan

@@ -32,6 +32,7 @@ from types import TracebackType
 from typing import Any
 
 from tools.errors import ServiceError
+from tools.fsutil import write_atomic
 
 __all__ = ["S3Endpoint", "ThrowawayPostgres", "ThrowawayS3", "find_pg_bindir"]
 
@@ -306,9 +307,7 @@ def _serve(latency_ms: float, env_file: Path | None) -> int:
                 [f"# {where}; stop with: python -m tools.devservices --down {env_file}",
                  *_exports(pg, s3), f"export {_PID_VAR}={os.getpid()}", ""]
             )  # fmt: skip
-            tmp = env_file.with_name(env_file.name + ".tmp")
-            tmp.write_text(text)
-            tmp.replace(env_file)
+            write_atomic(env_file, text)
         try:
             with contextlib.suppress(KeyboardInterrupt):
                 while not stop.wait(0.5):

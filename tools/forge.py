@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from tools.errors import EdgeopsError
-from tools.fsutil import fsync_path
+from tools.fsutil import write_atomic
 from tools.gitrepo import Repo
 
 __all__ = ["Forge", "ForgeError", "LocalForge", "PullRequest", "comment_marker"]
@@ -107,13 +106,7 @@ class LocalForge:
 
     def _save(self, pr: PullRequest) -> None:
         pr.updated_at = _now()
-        fd, tmp = tempfile.mkstemp(dir=self.records, prefix=".pr-", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(asdict(pr), f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self._path(pr.number))
-        fsync_path(self.records)
+        write_atomic(self._path(pr.number), json.dumps(asdict(pr), indent=2))
 
     def _all(self) -> list[PullRequest]:
         numbers = sorted(int(p.stem) for p in self.records.glob("*.json") if p.stem.isdigit())
