@@ -26,7 +26,7 @@ from tools.config import EvaluationGates
 from tools.errors import EdgeopsError
 from training.config import TrainingConfig
 from training.metrics import evaluate
-from training.model import ID_INPUTS, FailureModeModel
+from training.model import FailureModeModel
 from training.train import Snapshot, load_snapshot
 
 __all__ = ["FleetModel", "evaluate_run", "load_fleet_model", "load_run", "predict_onnx", "predict_torch"]
@@ -55,7 +55,7 @@ def predict_torch(
     out = []
     for start in range(0, len(idx), batch):
         b = idx[start : start + batch]
-        out.append(torch.sigmoid(model(snap.sensors[b], *(snap.ids[n][b] for n in ID_INPUTS))).numpy())
+        out.append(torch.sigmoid(model(*snap.take(b))).numpy())
     return np.concatenate(out) if out else np.zeros((0, snap.labels.shape[1]), np.float32)
 
 
@@ -66,8 +66,7 @@ def predict_onnx(onnx_bytes: bytes, snap: Snapshot, idx: torch.Tensor, batch: in
     out = []
     for start in range(0, len(idx), batch):
         b = idx[start : start + batch]
-        feed = {"sensors": snap.sensors[b].numpy(), **{n: snap.ids[n][b].numpy() for n in ID_INPUTS}}
-        out.append(session.run(["probabilities"], feed)[0])
+        out.append(session.run(["probabilities"], snap.feed(b))[0])
     return np.concatenate(out) if out else np.zeros((0, snap.labels.shape[1]), np.float32)
 
 

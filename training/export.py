@@ -88,17 +88,13 @@ def _latency_ms(session: object, feed: dict[str, np.ndarray], runs: int) -> dict
     }
 
 
-def _feed(snap: Snapshot, rows: torch.Tensor) -> dict[str, np.ndarray]:
-    return {"sensors": snap.sensors[rows].numpy(), **{n: snap.ids[n][rows].numpy() for n in INPUT_NAMES[1:]}}
-
-
 def _golden(snap: Snapshot, test_idx: torch.Tensor, session: object) -> dict[str, object]:
     """A few fixed inputs with the outputs the deployed runtime must reproduce: the node's health check.
 
     Test rows, plus the same first row with ids no vocabulary holds (the "unknown" path must work too).
     """
     rows = test_idx[:GOLDEN_ROWS]
-    feed = _feed(snap, rows)
+    feed = snap.feed(rows)
     unknown = {k: v[:1].copy() for k, v in feed.items()}
     for name in INPUT_NAMES[1:]:
         unknown[name][:] = 2**40  # far outside any vocabulary
@@ -195,7 +191,7 @@ def export_run(run_dir: Path, snapshot_dir: Path | None = None) -> dict[str, Any
     reference = predict_torch(model, snap, test_idx)
     onnx_probs = np.concatenate(
         [
-            session.run(["probabilities"], _feed(snap, test_idx[s : s + 4096]))[0]
+            session.run(["probabilities"], snap.feed(test_idx[s : s + 4096]))[0]
             for s in range(0, len(test_idx), 4096)
         ]
     )
@@ -208,7 +204,7 @@ def export_run(run_dir: Path, snapshot_dir: Path | None = None) -> dict[str, Any
         )
     # Rows for a batch of b: the first test rows, repeated when the split is smaller than b.
     latency = {
-        f"batch_{b}": _latency_ms(session, _feed(snap, test_idx.repeat(-(-b // len(test_idx)))[:b]), runs)
+        f"batch_{b}": _latency_ms(session, snap.feed(test_idx.repeat(-(-b // len(test_idx)))[:b]), runs)
         for b, runs in ((1, 300), (64, 100))
     }
     golden = _golden(snap, test_idx, session)
@@ -217,7 +213,7 @@ def export_run(run_dir: Path, snapshot_dir: Path | None = None) -> dict[str, Any
     engine = build_tensorrt_engine(onnx_path, out)
     if engine.get("built"):
         plan = out / str(engine["file"])
-        feed = _feed(snap, test_idx[:64])
+        feed = snap.feed(test_idx[:64])
         trt_probs = run_tensorrt(plan, feed)
         (ort_probs,) = session.run(["probabilities"], feed)
         engine["parity_max_abs_diff"] = float(np.abs(trt_probs - ort_probs).max())

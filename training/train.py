@@ -47,10 +47,10 @@ from tools.errors import EdgeopsError
 from tools.log import fields
 from training.checkpoint import flatten_optimizer, load_checkpoint, save_checkpoint, unflatten_optimizer
 from training.config import DataSpec, TrainingConfig, load_training_config
-from training.interface import interface_hash
+from training.interface import INPUT_NAMES, interface_hash
 from training.model import ID_INPUTS, FailureModeModel, count_parameters
 
-__all__ = ["EXIT_PREEMPTED", "load_snapshot", "main", "train"]
+__all__ = ["EXIT_PREEMPTED", "Snapshot", "load_snapshot", "main", "train", "train_step"]
 
 log = logging.getLogger("edgeops.train")
 EXIT_PREEMPTED = 143  # 128 + SIGTERM: stopped on request, checkpoint saved
@@ -74,6 +74,10 @@ class Snapshot:
         bookkeeping, about half the time for a batch on CPU.
         """
         return (self.sensors.index_select(0, rows), *(self.ids[n].index_select(0, rows) for n in ID_INPUTS))
+
+    def feed(self, rows: torch.Tensor) -> dict[str, np.ndarray]:
+        """The same inputs for ``rows`` as an ONNX Runtime feed, keyed by the graph's input names."""
+        return {name: t.cpu().numpy() for name, t in zip(INPUT_NAMES, self.take(rows), strict=True)}
 
 
 def load_snapshot(folder: Path, spec: DataSpec, device: torch.device) -> Snapshot:
