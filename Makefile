@@ -9,10 +9,6 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-# The upstream Argo CRDs sit beside the checkout in this project's workspace; elsewhere set
-# EDGEOPS_CRD_SCHEMAS yourself (docs/development.md says where to get them).
-EDGEOPS_CRD_SCHEMAS ?= $(wildcard $(abspath ../shared/schemas))
-export EDGEOPS_CRD_SCHEMAS
 
 .PHONY: help demo test lint lint-python lint-workflows typecheck pytest setup postgres-binaries lock clean
 

@@ -66,16 +66,15 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-# --- the upstream Argo CRDs (manifests, the rendered pipeline, the workflows' pinned digests) -------------
+# --- the upstream Argo CRDs (manifests, the rendered pipeline) ---------------------------------------------
 
 
 @pytest.fixture(scope="session")
 def crd_folder() -> Path:
-    """``$EDGEOPS_CRD_SCHEMAS``: the upstream Argo CD and Argo Workflows CRDs (`make test` sets it)."""
-    folder = os.environ.get("EDGEOPS_CRD_SCHEMAS")
-    if not folder or not Path(folder).is_dir():
-        unavailable("EDGEOPS_CRD_SCHEMAS does not name the folder of upstream Argo CRDs (make test sets it)")
-    return Path(str(folder))
+    """The schemas `edgeops validate manifests` uses: vendored, or ``$EDGEOPS_CRD_SCHEMAS`` when set."""
+    from tools.manifests import crd_folder
+
+    return crd_folder()
 
 
 @pytest.fixture(scope="session")

