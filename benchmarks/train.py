@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO))
 
 from training.config import TrainingConfig, load_training_config  # noqa: E402
 from training.data.synth import write_dataset  # noqa: E402
-from training.model import FailureModeModel  # noqa: E402
+from training.model import FailureModeModel, sensor_statistics  # noqa: E402
 from training.snapshot import DirSource, SnapshotOptions, build_snapshot  # noqa: E402
 from training.train import train  # noqa: E402
 
@@ -74,9 +74,7 @@ def seed_style(snapshot: Path, cfg: TrainingConfig, epochs: int, device: torch.d
     val_rows = (arrays["split"] == 1).nonzero()[0]
     train_x = torch.from_numpy(arrays["sensors"][rows])
     torch.manual_seed(cfg.seed)
-    model = FailureModeModel(cfg, meta["vocabularies"], train_x.mean(dim=(0, 2)), train_x.std(dim=(0, 2))).to(
-        device
-    )
+    model = FailureModeModel(cfg, meta["vocabularies"], *sensor_statistics(train_x)).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loader = DataLoader(LdoDataset(arrays, rows), batch_size=cfg.batch_size, shuffle=True)
     val_loader = DataLoader(LdoDataset(arrays, val_rows), batch_size=cfg.batch_size)
@@ -126,8 +124,8 @@ def step_profile(
     rows_all = snap.index(0)
     x = snap.sensors.index_select(0, rows_all)
     torch.manual_seed(cfg.seed)
-    mean, std = x.mean(dim=(0, 2)).cpu(), x.std(dim=(0, 2)).cpu()
-    model = FailureModeModel(cfg, snap.meta["vocabularies"], mean, std).to(device).train()
+    stats = [s.cpu() for s in sensor_statistics(x)]
+    model = FailureModeModel(cfg, snap.meta["vocabularies"], *stats).to(device).train()
     del x
     optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     amp = device.type == "cuda" and cfg.bf16

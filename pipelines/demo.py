@@ -27,7 +27,7 @@ from typing import Any
 
 from tools.errors import EdgeopsError, ServiceError
 
-__all__ = ["run_demo"]
+__all__ = ["gate_margins", "run_demo"]
 
 log = logging.getLogger("edgeops.demo")
 _MARKER = ".edgeops-demo-workspace"
@@ -142,22 +142,25 @@ def _data_round(
             "asset_id": tcfg.asset_vocab,
         },
     )
-    with _step(f"Month {month}: {n} new LDO records from the field (synthetic, seed {seed})"):
-        summary = write_dataset(data_dir, n, seed, spec)
+    with _step(f"Month {month}: {n} new LDO records from the field (synthetic plant, seed {seed})"):
+        # The same plant every month: month 2 continues its record stream where month 1 stopped.
+        summary = write_dataset(data_dir, n, seed, spec, first=before)
         _say(
             f"   {summary.n} new files in {data_dir} ({before + summary.n} in all); {summary.healthy} healthy"
         )
         if month == 1:
             for mode, count in summary.label_counts.items():
                 _say(f"   {mode:<18} {count:>6}  ({count / n:.1%})")
-        files = sorted(data_dir.glob("*.json"))
-        for path in files:
-            parse_ldo(path.read_bytes(), spec, source=path.name)
-        _say(f"   {len(files)} of {len(files)} records valid (LDO v1 and the training config)")
+        if not services:  # with services, the loader validates every file before it stores any
+            new = [data_dir / f"ldo-{seed}-{i:07d}.json" for i in range(before, before + summary.n)]
+            for path in new:
+                parse_ldo(path.read_bytes(), spec, source=path.name)
+            _say(f"   {len(new)} of {len(new)} new records valid (LDO v1 and the training config)")
     snapshot = ws / f"snapshot-{month}"
     if services:
         with _step("Load them into PostgreSQL + S3 as the runtime backend does; snapshot the newest"):
             first = seed_ldos(data_dir, spec, dsn=services["pg"].dsn, s3_uri=cfg.data.ldo_store)
+            _say(f"   {first.total} of {first.total} records valid (LDO v1 and the training config)")
             _say(f"   first load:  {first.summary()}")
             if month == 1:  # loading is idempotent: the same files again change nothing
                 again = seed_ldos(data_dir, spec, dsn=services["pg"].dsn, s3_uri=cfg.data.ldo_store)
@@ -219,6 +222,9 @@ def _model_round(  # noqa: PLR0917 (called twice, from one place)
                 f"   {'PASS' if g['passed'] else 'FAIL'} {g['name']:<28} {value!s:<9} "
                 f"(threshold {g['threshold']})"
             )
+        margins = gate_margins(report)
+        weakest = min(margins, key=margins.__getitem__)
+        _say(f"   weakest margin: {weakest} {margins[weakest]:+.3f}")
         export = export_run(run)
         lat, engine = export["latency_cpu_onnxruntime"]["batch_1"], export["engine"]
         _say(
@@ -236,7 +242,17 @@ def _model_round(  # noqa: PLR0917 (called twice, from one place)
         _say(
             f"   verified: {len(verified.files)} files match SHA256SUMS, signed by key {key_id(private_key)}"
         )
-        return {"version": outcome.version, "uri": outcome.uri, "evaluation": report}
+        return {"version": outcome.version, "uri": outcome.uri, "evaluation": report, "margins": margins}
+
+
+def gate_margins(report: dict[str, Any]) -> dict[str, float]:
+    """How far each evaluated gate is from failing (positive: passed by that much), by gate name."""
+    margins = {}
+    for g in report["gates"]:
+        if g["value"] is not None:
+            above = g["value"] - g["threshold"]  # a min_ gate passes above its threshold, a max_ gate below
+            margins[g["name"]] = round(above if g["name"].startswith("min_") else -above, 6)
+    return margins
 
 
 def _windows(snapshot: Path, tcfg: Any) -> tuple[dict[str, Any], Any]:
@@ -249,6 +265,12 @@ def _windows(snapshot: Path, tcfg: Any) -> tuple[dict[str, Any], Any]:
     rows = snap.index(2)
     feed = {"sensors": snap.sensors[rows].numpy(), **{k: v[rows].numpy() for k, v in snap.ids.items()}}
     return feed, snap.labels[rows].numpy()
+
+
+def _cpu_capability() -> str:
+    import torch
+
+    return str(torch.backends.cpu.get_cpu_capability())
 
 
 def _journey(
@@ -291,14 +313,15 @@ def _journey(
         story.create_repository(public_pem, store)
     soak = cfg.rings[cfg.ring_order()[0]].soak_hours
     versions: list[str] = []
+    margins: dict[str, dict[str, float]] = {}
 
     for month in (1, 2):
         snapshot = _data_round(
             ws,
             cfg,
             tcfg,
-            n=n if month == 1 else max(1, n // 2),
-            seed=seed + month - 1,
+            n=n,
+            seed=seed,
             services=services,
             month=month,
         )
@@ -323,6 +346,7 @@ def _journey(
             return 0
         version = model["version"]
         versions.append(version)
+        margins[version] = model["margins"]
         card = json.loads((Path(model["uri"][len("file://") :]) / "model.json").read_text())
         shutil.copy2(ws / f"run-{month}" / "MODEL_CARD.md", story.report / f"MODEL_CARD-{version}.md")
         shutil.copy2(ws / f"run-{month}" / "evaluation.json", story.report / f"evaluation-{version}.json")
@@ -419,6 +443,8 @@ def _journey(
         "prs": [p.number for p in story.prs],
         "telemetry": "postgresql" if story.dsn else "in-process",
         "final_versions": story.fleet.versions() if story.fleet else {},
+        "gate_margins": margins,
+        "cpu_capability": _cpu_capability(),
     }
     (story.report / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     _say(

@@ -29,6 +29,24 @@ REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 EDGEOPS = str(Path(sys.executable).parent / "edgeops")
 
+# "Another CPU" on this machine. PyTorch picks its vectorised kernels by CPU capability and oneDNN its
+# convolution kernels by instruction set; lowering either picks other kernels, which sum in another order
+# and round differently, as another CPU would. What a training run learns is asserted under each set (with
+# margins that hold on all of them); bit-identical weights are promised within one set only.
+# `native` is whatever this CPU offers (AVX2 here, AVX512 on newer servers); `baseline` is the oldest x86-64
+# kernels both libraries ship: PyTorch's scalar `default` and oneDNN's SSE4.1.
+KERNEL_SETS: dict[str, dict[str, str]] = {
+    "native": {},
+    "baseline": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"},
+}
+EXPECTED_CAPABILITY = {"baseline": "DEFAULT"}  # what torch.backends.cpu.get_cpu_capability() then reports
+
+
+def kernel_env(name: str) -> dict[str, str]:
+    """This process's environment with kernel set ``name`` applied (and any inherited setting removed)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")}
+    return {**env, **KERNEL_SETS[name]}
+
 
 def project_files() -> list[str]:
     """What a clone of this repository holds (plus files not committed yet, when run from a work tree)."""

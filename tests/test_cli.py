@@ -73,6 +73,34 @@ def test_human_log_is_plain_text(tmp_path: Path) -> None:
     assert not result.stderr.lstrip().startswith("{")
 
 
+def test_third_party_info_lines_only_with_verbose() -> None:
+    import io
+    import logging
+
+    from tools.log import setup_logging
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        for verbose in (False, True):
+            out = io.StringIO()
+            setup_logging(verbose=verbose, stream=out)
+            logging.getLogger("onnxscript.optimizer").info("Removed 43 unused nodes")
+            logging.getLogger("onnx_ir.passes").warning("a library's warning")
+            logging.getLogger("edgeops.export").info("exported model.onnx")
+            logging.getLogger("training.something").info("a step of ours")
+            text = out.getvalue()
+            for kept in ("a library's warning", "exported model.onnx", "a step of ours"):
+                assert kept in text
+            assert ("Removed 43 unused nodes" in text) is verbose
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
+
+
 def test_usage_errors_exit_2() -> None:
     assert edgeops("data", "synth").returncode == 2  # --n is required
     assert edgeops("no-such-command").returncode == 2

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 from pathlib import Path
 
-from tests.conftest import EDGEOPS, IN_CI, REPO, copy_project
+import pytest
+
+from tests.conftest import EDGEOPS, EXPECTED_CAPABILITY, IN_CI, KERNEL_SETS, REPO, copy_project, kernel_env
 
 
 def _demo(*args: str, cwd: Path = REPO, timeout: int = 600) -> subprocess.CompletedProcess[str]:
@@ -99,10 +100,12 @@ def test_the_demo_story_two_models_pilot_promotion_and_revert(tmp_path: Path) ->
     assert "every simulated node ended each phase on the version its ring pins" in result.stdout
 
 
-def test_make_demo_as_the_readme_says(tmp_path: Path) -> None:
-    """`make demo` itself, on its embedded defaults, in a fresh copy (installed: the venv is this one's)."""
+@pytest.mark.parametrize("kernels", list(KERNEL_SETS))
+def test_make_demo_as_the_readme_says(tmp_path: Path, kernels: str) -> None:
+    """`make demo` itself, on its embedded defaults and the product's gates, in a fresh copy (installed: the
+    venv is this one's), under each CPU kernel set: the story may not hinge on one CPU's rounding."""
     clone = copy_project(tmp_path / "edgeops", installed=True)
-    env = {k: v for k, v in os.environ.items() if k != "EDGEOPS_CONFIG" and not k.startswith("AWS_")}
+    env = {k: v for k, v in kernel_env(kernels).items() if k != "EDGEOPS_CONFIG" and not k.startswith("AWS_")}
     # The linked venv must be current, or make would reinstall into it from the copy (and repoint it there).
     current = subprocess.run(["make", "--question", "setup"], cwd=clone, env=env, check=False)
     assert current.returncode == 0, "this checkout's .venv or node_modules is out of date: run `make setup`"
@@ -115,3 +118,14 @@ def test_make_demo_as_the_readme_says(tmp_path: Path) -> None:
     assert summary["versions"] == ["v1.0", "v1.1"] and summary["prs"] == [1, 2, 3, 4, 5]
     assert summary["final_versions"] == {"v1.0": 20, "v1.1": 4}
     assert "every simulated node ended each phase on the version its ring pins" in result.stdout
+    # Every evaluation gate passed with room to spare, not by a hair (the margins are in the summary).
+    for version in summary["versions"]:
+        margins = summary["gate_margins"][version]
+        assert min(margins.values()) >= 0.02, (version, margins)
+        assert margins["min_subset_accuracy"] >= 0.03 and all(
+            v >= 0.03 for k, v in margins.items() if k.startswith("min_recall.")
+        ), (version, margins)
+    if kernels in EXPECTED_CAPABILITY:
+        assert summary["cpu_capability"] == EXPECTED_CAPABILITY[kernels]
+    # The product's steps, not third-party INFO lines (onnxscript's optimizer printed ~500 per export).
+    assert not any(word in result.stdout + result.stderr for word in ("constant folding", "unused nodes"))

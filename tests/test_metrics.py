@@ -224,6 +224,20 @@ def test_tune_thresholds_recovers_known_best() -> None:
     assert tune_thresholds(y, p).tolist() == [0.71, 0.56, 0.5]
 
 
+def test_tune_thresholds_with_beta_2_keeps_the_missed_failure() -> None:
+    # Mode 0 of the test above with F2 = 5 tp / (4 n_pos + predicted) = 5 tp / (8 + predicted):
+    #   t <= 0.25        tp 2, predicted 5 -> 10/13 = 0.769, the best: both failures caught, 3 false alarms
+    #   0.7 < t <= 0.8   tp 1, predicted 1 ->  5/9  = 0.556 (F1's choice, which misses one of two failures)
+    y = np.array([[1], [1], [0], [0], [0]])
+    p = np.array([[0.25], [0.80], [0.50], [0.60], [0.70]])
+    assert tune_thresholds(y, p).tolist() == [0.71]
+    assert tune_thresholds(y, p, beta=2.0).tolist() == [0.25]
+    assert tune_thresholds(y, p, beta=1.0).tolist() == tune_thresholds(y, p).tolist()
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="beta must be a positive number"):
+            tune_thresholds(y, p, beta=bad)
+
+
 def test_tune_thresholds_tie_break() -> None:
     y = np.array([[1], [0]])
     p = np.array([[0.9], [0.1]])

@@ -83,6 +83,23 @@ def test_export_parity_latency_golden_and_engine_status(world: dict[str, Path]) 
     )
 
 
+def test_edgeops_export_prints_the_products_steps_only(world: dict[str, Path], tmp_path: Path) -> None:
+    """No third-party INFO chatter: onnxscript's optimizer alone logged ~500 lines per export."""
+    run = tmp_path / "run"
+    shutil.copytree(world["good"], run, ignore=shutil.ignore_patterns("export"))
+    result = subprocess.run([EDGEOPS, "export", "--run", str(run)], cwd=REPO, capture_output=True, text=True,
+                            timeout=300, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stderr.splitlines()
+    assert len(lines) <= 3, lines
+    exported = re.compile(r" INFO +exported .*model\.onnx: parity max \|diff\|")
+    assert any(exported.search(line) for line in lines), lines
+    assert not any(word in result.stderr for word in ("constant folding", "unused nodes", "unused functions"))
+    verbose = subprocess.run([EDGEOPS, "--verbose", "export", "--run", str(run)], cwd=REPO,
+                             capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert verbose.returncode == 0 and "unused nodes" in verbose.stderr  # --verbose still shows everything
+
+
 def test_gates_without_fleet_and_a_worse_candidate_fails_regression(
     world: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -201,11 +201,11 @@ def test_flaky_store_completes_and_dead_store_fails_cleanly(
         original = src._download
         calls = {"n": 0}
 
-        def download_then_die(client: object, key: str, etag: str | None) -> tuple[bytes | None, object]:
+        def download_then_die(client: object, key: str, etag: str | None, spec: object) -> object:
             calls["n"] += 1
             if calls["n"] == 120:
                 proxy.down()
-            return original(client, key, etag)  # type: ignore[return-value]
+            return original(client, key, etag, spec)  # type: ignore[arg-type]
 
         monkeypatch.setattr(src, "_download", download_then_die)
         with pytest.raises(ServiceError, match=r"cannot reach the S3 API|S3 at .* failed"):

@@ -94,6 +94,17 @@ def test_prefix_is_stable(spec: DataSpec) -> None:
     assert small == large[:40]
 
 
+def test_first_continues_the_same_plant(spec: DataSpec, tmp_path: Path) -> None:
+    """Next month of the same fleet: records 40.. of the stream, never a repeat of an earlier id."""
+    whole = [dumps(d) for d in generate(60, 5, spec)]
+    assert [dumps(d) for d in generate(20, 5, spec, first=40)] == whole[40:]
+    write_dataset(tmp_path / "ldos", 40, 5, spec)
+    summary = write_dataset(tmp_path / "ldos", 20, 5, spec, first=40)
+    assert summary.n == 20 and len(list((tmp_path / "ldos").glob("*.json"))) == 60
+    with pytest.raises(ValueError, match="first must be non-negative"):
+        generate(1, 0, spec, first=-1)
+
+
 def test_start_sets_created_at(spec: DataSpec) -> None:
     from datetime import UTC, datetime
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import EDGEOPS, REPO
+from tests.conftest import EDGEOPS, EXPECTED_CAPABILITY, KERNEL_SETS, REPO, kernel_env
 from training.config import load_training_config
 from training.data.synth import write_dataset
 from training.export import export_onnx
@@ -43,11 +42,17 @@ def config(tmp: Path, **overrides: object) -> Path:
 
 
 def train(
-    snapshot: Path, out: Path, cfg: Path, *extra: str, env: dict[str, str] | None = None
+    snapshot: Path,
+    out: Path,
+    cfg: Path,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    kernels: str = "native",
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [EDGEOPS, "train", "--snapshot", str(snapshot), "--out", str(out), "--config", str(cfg), *extra],
-        cwd=REPO, capture_output=True, text=True, timeout=900, check=False, env={**os.environ, **(env or {})},
+        cwd=REPO, capture_output=True, text=True, timeout=900, check=False,
+        env={**kernel_env(kernels), **(env or {})},
     )  # fmt: skip
 
 
@@ -60,12 +65,20 @@ def small_snapshot(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_snapshot(tmp_path_factory.mktemp("small"), 1500, 3)
 
 
-def test_default_config_reaches_090_on_20k(tmp_path: Path) -> None:
-    """Acceptance: 20,000 synthetic LDOs, CPU, default config -> >= 0.90 subset accuracy on the test split."""
-    snap = make_snapshot(tmp_path, 20_000, 0)
-    result = train(snap, tmp_path / "run", REPO / "training/configs/default.yaml")
+@pytest.fixture(scope="module")
+def snapshot_20k(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_snapshot(tmp_path_factory.mktemp("20k"), 20_000, 0)
+
+
+@pytest.mark.parametrize("kernels", list(KERNEL_SETS))
+def test_default_config_reaches_090_on_20k(snapshot_20k: Path, tmp_path: Path, kernels: str) -> None:
+    """Acceptance: 20,000 synthetic LDOs, CPU, default config -> >= 0.90 subset accuracy on the test split,
+    under each CPU kernel set (another CPU rounds differently; the margins below hold on all of them)."""
+    result = train(snapshot_20k, tmp_path / "run", REPO / "training/configs/default.yaml", kernels=kernels)
     assert result.returncode == 0, result.stderr[-3000:]
     run = json.loads((tmp_path / "run" / "run.json").read_text())
+    if kernels in EXPECTED_CAPABILITY:
+        assert run["source"]["cpu_capability"] == EXPECTED_CAPABILITY[kernels]
     test = run["metrics"]["test"]
     print(
         f"\ntest subset accuracy {test['subset_accuracy']:.4f}, "
@@ -89,16 +102,33 @@ def test_default_config_reaches_090_on_20k(tmp_path: Path) -> None:
         assert (tmp_path / "run" / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_same_seed_same_weights_and_another_seed_differs(small_snapshot: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kernels", list(KERNEL_SETS))
+def test_same_seed_same_weights_and_another_seed_differs(
+    small_snapshot: Path, tmp_path: Path, kernels: str
+) -> None:
+    """The promise is per machine and kernel set: bit-identical weights within each set."""
     cfg = config(tmp_path, epochs=3, early_stop_patience=0)
-    assert train(small_snapshot, tmp_path / "a", cfg).returncode == 0
-    assert train(small_snapshot, tmp_path / "b", cfg).returncode == 0
+    assert train(small_snapshot, tmp_path / "a", cfg, kernels=kernels).returncode == 0
+    assert train(small_snapshot, tmp_path / "b", cfg, kernels=kernels).returncode == 0
     a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     other = config(tmp_path, epochs=3, early_stop_patience=0, seed=1)
-    assert train(small_snapshot, tmp_path / "c", other).returncode == 0
+    assert train(small_snapshot, tmp_path / "c", other, kernels=kernels).returncode == 0
     c = weights(tmp_path / "c")
     assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_another_kernel_set_learns_the_same_within_tolerance(small_snapshot: Path, tmp_path: Path) -> None:
+    """Across kernel sets nothing is promised bit for bit: the same run lands close, not equal."""
+    cfg = config(tmp_path, epochs=3, early_stop_patience=0)
+    runs = {}
+    for kernels in KERNEL_SETS:
+        assert train(small_snapshot, tmp_path / kernels, cfg, kernels=kernels).returncode == 0
+        rows = (tmp_path / kernels / "metrics.jsonl").read_text().splitlines()
+        runs[kernels] = [json.loads(line)["val_loss"] for line in rows]
+    native, baseline = runs["native"], runs["baseline"]
+    assert len(native) == len(baseline) == 3
+    assert all(abs(a - b) <= 0.05 * a for a, b in zip(native, baseline, strict=True)), runs
 
 
 def test_sigterm_mid_epoch_then_resume_gives_identical_weights(small_snapshot: Path, tmp_path: Path) -> None:
@@ -165,8 +195,9 @@ def test_model_takes_raw_values_and_exports_to_onnx(tmp_path: Path) -> None:
     vocab = {"product_id": [3, 5, 8], "recipe_id": [1, 2], "asset_id": list(range(1, 151))}
     torch.manual_seed(0)
     model = FailureModeModel(
-        cfg, vocab, torch.tensor([0.0, 0.0, 55.0, 9.0]), torch.tensor([1.0, 1.0, 5.0, 2.0])
-    )
+        cfg, vocab, torch.tensor([0.0, 0.0, 55.0, 9.0]), torch.tensor([1.0, 1.0, 5.0, 2.0]),
+        torch.tensor([1.0, 1.0, 0.5, 0.2]),
+    )  # fmt: skip
     assert count_parameters(model) <= 1_000_000
     # Unknown ids all land on the reserved row 0: no error, same embedding.
     emb = model.ids["product_id"]

@@ -786,7 +786,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run every stage built so far in a fresh workspace; say what was and was not done.",
     )
     demo.add_argument("--workspace", default=".edgeops/demo", help="workspace folder (default .edgeops/demo)")
-    demo.add_argument("--n", type=int, default=6000, help="synthetic LDOs to generate (default 6000)")
+    demo.add_argument(
+        "--n",
+        type=int,
+        default=4000,
+        help="synthetic LDOs per month, for two months (default 4000)",
+    )
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.add_argument("--nodes", type=int, default=24, help="simulated edge nodes (default 24)")
     demo.add_argument("--pilot", type=int, default=4, help="of which pilot nodes (default 4)")

@@ -17,6 +17,8 @@ from typing import Any, TextIO
 __all__ = ["fields", "setup_logging"]
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+# Loggers whose INFO lines are the product's own steps; other libraries speak at WARNING and above only.
+_OURS = ("edgeops", "tools", "training", "pipelines")
 
 
 def fields(**kv: Any) -> dict[str, Any]:
@@ -55,9 +57,17 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(obj, default=str)
 
 
+def _ours_or_warning(record: logging.LogRecord) -> bool:
+    """A person reads the product's steps: third-party INFO/DEBUG lines (onnxscript's optimizer alone
+    prints dozens per export, botocore one per request) are dropped unless ``--verbose``."""
+    return record.levelno >= logging.WARNING or record.name.split(".", 1)[0] in _OURS
+
+
 def setup_logging(*, json_lines: bool = False, verbose: bool = False, stream: TextIO | None = None) -> None:
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(_JsonFormatter() if json_lines else _HumanFormatter())
+    if not verbose:
+        handler.addFilter(_ours_or_warning)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -58,6 +58,7 @@ class TrainingConfig(Strict):
     warmup_epochs: float = Field(default=1.0, ge=0.0)
     early_stop_patience: int = 5
     grad_clip: float = Field(default=1.0, ge=0.0)
+    threshold_beta: float = Field(default=2.0, gt=0.0)
     # runtime
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: bool = False

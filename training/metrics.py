@@ -167,17 +167,21 @@ def confusion(y_true: npt.ArrayLike, decisions: npt.ArrayLike) -> npt.NDArray[np
 
 
 def tune_thresholds(
-    y_true: npt.ArrayLike, probs: npt.ArrayLike, grid: npt.ArrayLike | None = None
+    y_true: npt.ArrayLike, probs: npt.ArrayLike, grid: npt.ArrayLike | None = None, *, beta: float = 1.0
 ) -> npt.NDArray[np.float64]:
-    """Per mode, the threshold from ``grid`` that maximises F1 on this (validation) split; shape (L,).
+    """Per mode, the threshold from ``grid`` that maximises F-beta on this (validation) split; shape (L,).
 
-    Ties in F1 go to the threshold closest to 0.5, the untuned default, so a flat F1 plateau does not
+    ``beta`` weighs recall against precision: 1 is F1, 2 counts a missed failure as four false alarms'
+    worth of F-score (van Rijsbergen's effectiveness measure), which is how the evaluation gates look at a
+    candidate (a recall floor per mode and a cap on missed failing windows).
+
+    Ties in the score go to the threshold closest to 0.5, the untuned default, so a flat plateau does not
     push the threshold to an extreme that happens to fit this split; an exact tie in that distance goes
     to the lower threshold (a missed failure costs more than a false alarm). A mode with no positive
-    window gets 0.5: F1 is 0 at every threshold there, so there is nothing to tune on.
+    window gets 0.5: F-beta is 0 at every threshold there, so there is nothing to tune on.
 
-    Tune on validation data and report on a held-out split: F1 at a tuned threshold is optimistic on the
-    data it was tuned on.
+    Tune on validation data and report on a held-out split: the score at a tuned threshold is optimistic on
+    the data it was tuned on.
     """
     y = _binary_matrix("y_true", y_true)
     p = _prob_matrix("probs", probs, y)
@@ -186,6 +190,9 @@ def tune_thresholds(
         raise ValueError(f"grid must be a non-empty 1-D array, got shape {g.shape}")
     if not np.isfinite(g).all():
         raise ValueError("grid contains non-finite values")
+    if not (np.isfinite(beta) and beta > 0):
+        raise ValueError(f"beta must be a positive number, got {beta}")
+    b2 = beta * beta
 
     # Distance to 0.5, rounded so float noise (0.45 and 0.55 are not exactly equidistant in binary)
     # does not decide ties; lexsort then orders candidates by (distance, threshold).
@@ -204,10 +211,11 @@ def tune_thresholds(
         pos_sorted = np.sort(p[pos, mode])
         predicted = all_sorted.size - np.searchsorted(all_sorted, g, side="left")
         tp = pos_sorted.size - np.searchsorted(pos_sorted, g, side="left")
-        # F1 = 2 tp / (2 tp + fp + fn) = 2 tp / (n_pos + predicted); the denominator is >= n_pos > 0.
-        # Division of integers is correctly rounded, so equal F1 values compare exactly equal below.
-        f1 = 2.0 * tp / (n_pos + predicted)
-        best = f1 == f1.max()
+        # F-beta = (1 + b2) tp / ((1 + b2) tp + b2 fn + fp) = (1 + b2) tp / (b2 n_pos + predicted);
+        # the denominator is >= b2 n_pos > 0. For beta = 1 the division is of integers and correctly
+        # rounded, so equal F1 values compare exactly equal below.
+        score = (1.0 + b2) * tp / (b2 * n_pos + predicted)
+        best = score == score.max()
         thresholds[mode] = g[preference[best[preference]][0]]
     return thresholds
 

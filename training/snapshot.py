@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import os
+import queue
 import re
 import shutil
 import struct
@@ -38,7 +39,7 @@ import threading
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -229,6 +230,10 @@ class _Fetched:
     parsed: Ldo | None = None  # a record the cache already holds parsed and validated for this spec
 
 
+# What a download worker hands back: the object's bytes, or why there are none, and the record parsed.
+_Downloaded = tuple[bytes | None, tuple[str, str] | None, Ldo | None]
+
+
 class PgS3Source:
     """The runtime backend's store: the PostgreSQL ``ldos`` index + the S3 objects it names."""
 
@@ -252,9 +257,21 @@ class PgS3Source:
             cur.execute(INDEX_QUERY, (limit,))
             yield from cur
 
+    def _parsed(self, body: bytes, etag: str | None, spec: DataSpec, where: str) -> Ldo | None:
+        """Parse and cache the record in the worker: the consuming thread then only collects results
+        (parsing there competed with 32 workers for the GIL on every object). None when the record is
+        invalid: the consumer parses it again and rejects it with the reason."""
+        try:
+            ldo = parse_ldo(body, spec, source=where)
+        except LdoError:
+            return None
+        if etag:
+            self.cache.put_parsed(etag, spec, ldo)
+        return ldo
+
     def _download(
-        self, client: Any, key: str, etag: str | None
-    ) -> tuple[bytes | None, tuple[str, str] | None]:
+        self, client: Any, key: str, etag: str | None, spec: DataSpec
+    ) -> tuple[bytes | None, tuple[str, str] | None, Ldo | None]:
         where = f"s3://{self.uri.bucket}/{key}"
         for attempt in range(3):
             with s3_errors(f"downloading {where}"):
@@ -262,21 +279,29 @@ class PgS3Source:
                     resp = client.get_object(Bucket=self.uri.bucket, Key=key)
                 except ClientError as exc:
                     if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                        return None, ("(object)", f"missing in the store: {where}")
+                        return None, ("(object)", f"missing in the store: {where}"), None
                     raise
                 body: bytes = resp["Body"].read()
             got = str(resp.get("ETag", "")).strip('"')
             if etag is not None and got and got != etag:
-                return None, (
-                    "(object)",
-                    f"ETag {got} differs from the index's {etag}: changed after indexing",
+                return (
+                    None,
+                    ("(object)", f"ETag {got} differs from the index's {etag}: changed after indexing"),
+                    None,
                 )
-            if etag is not None and _MD5_ETAG.match(etag):
-                if hashlib.md5(body, usedforsecurity=False).hexdigest() == etag:
-                    return body, None
+            corrupt = (
+                etag is not None
+                and _MD5_ETAG.match(etag) is not None
+                and hashlib.md5(body, usedforsecurity=False).hexdigest() != etag
+            )
+            if corrupt:
                 log.warning("download corrupted in transit; retrying", extra=fields(key=key, attempt=attempt))
                 continue
-            return body, None
+            if etag:
+                # In the worker, not the consuming thread: each entry is fsynced, and 32 workers wait on
+                # the disk side by side (the cold snapshot went from ~110 to ~200 objects/s locally).
+                self.cache.put(etag, body)
+            return body, None, self._parsed(body, etag, spec, where)
         raise ServiceError(f"downloading {where}: the body never matched its ETag {etag} after 3 attempts")
 
     def fetch(self, limit: int, spec: DataSpec, progress: Callable[[int, int], None]) -> Iterator[_Fetched]:
@@ -302,18 +327,20 @@ class PgS3Source:
     ) -> Iterator[_Fetched]:
         client = s3_client(max_pool_connections=self.workers)
         max_in_flight = self.workers * 4
-        pending: dict[Future[tuple[bytes | None, tuple[str, str] | None]], tuple[str, str, str]] = {}
+        pending: dict[Future[_Downloaded], tuple[str, str, str]] = {}
+        # Finished downloads, in the order they finish: O(1) per object. (concurrent.futures.wait over all
+        # in-flight futures re-registers a waiter on each of them per call, O(in flight) lock round trips
+        # per object, and held the cold snapshot to ~110 objects/s against a local server.)
+        finished_q: queue.SimpleQueue[Future[_Downloaded]] = queue.SimpleQueue()
 
-        def finished(fut: Future[tuple[bytes | None, tuple[str, str] | None]]) -> _Fetched:
+        def finished(fut: Future[_Downloaded]) -> _Fetched:
             ldo_id, key, etag = pending.pop(fut)
-            data, problem = fut.result()
+            data, problem, parsed = fut.result()
             if data is not None:
                 self.stats.downloaded += 1
                 self.stats.downloaded_bytes += len(data)
-                if etag:
-                    self.cache.put(etag, data)
             progress(1, len(data or b""))
-            return _Fetched(ldo_id, etag, f"s3://{self.uri.bucket}/{key}", data, problem)
+            return _Fetched(ldo_id, etag, f"s3://{self.uri.bucket}/{key}", data, problem, parsed)
 
         with ThreadPoolExecutor(self.workers, thread_name_prefix="fetch") as pool:
             try:
@@ -329,16 +356,13 @@ class PgS3Source:
                         progress(1, len(cached))
                         yield _Fetched(ldo_id, etag, where, cached)
                         continue
-                    fut = pool.submit(self._download, client, key, etag)
+                    fut = pool.submit(self._download, client, key, etag, spec)
                     pending[fut] = (ldo_id, key, etag or "")
+                    fut.add_done_callback(finished_q.put)
                     if len(pending) >= max_in_flight:
-                        done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
-                        for fut in done:
-                            yield finished(fut)
+                        yield finished(finished_q.get())
                 while pending:
-                    done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        yield finished(fut)
+                    yield finished(finished_q.get())
             except BaseException:
                 for fut in pending:
                     fut.cancel()

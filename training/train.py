@@ -48,7 +48,7 @@ from tools.log import fields
 from training.checkpoint import flatten_optimizer, load_checkpoint, save_checkpoint, unflatten_optimizer
 from training.config import DataSpec, TrainingConfig, load_training_config
 from training.interface import INPUT_NAMES, interface_hash
-from training.model import ID_INPUTS, FailureModeModel, count_parameters
+from training.model import ID_INPUTS, FailureModeModel, count_parameters, sensor_statistics
 
 __all__ = ["EXIT_PREEMPTED", "Snapshot", "load_snapshot", "main", "train", "train_step"]
 
@@ -208,12 +208,11 @@ def train(snapshot_dir: Path, cfg: TrainingConfig, out: Path, *, resume: bool = 
 
     # Normalisation statistics of the training split go inside the model.
     train_x = snap.sensors[train_idx]  # (Ntrain, C, T)
-    mean = train_x.mean(dim=(0, 2)).cpu()
-    std = train_x.std(dim=(0, 2)).cpu()
+    stats = [s.cpu() for s in sensor_statistics(train_x)]  # mean, std, shape_std: each (C,)
     del train_x
 
     torch.manual_seed(cfg.seed)
-    model = FailureModeModel(cfg, snap.meta["vocabularies"], mean, std).to(device)
+    model = FailureModeModel(cfg, snap.meta["vocabularies"], *stats).to(device)
     n_params = count_parameters(model)
     if n_params > 1_000_000:
         raise EdgeopsError(
@@ -417,7 +416,7 @@ def _finish(
     labels = list(cfg.labels)
     val_probs = torch.sigmoid(_predict(model, snap, val_idx, cfg.eval_batch_size, amp)).cpu().numpy()
     val_true = snap.labels[val_idx].cpu().numpy().astype(np.uint8)
-    thresholds = tune_thresholds(val_true, val_probs)
+    thresholds = tune_thresholds(val_true, val_probs, beta=cfg.threshold_beta)
     split_metrics = {"val": evaluate(val_true, val_probs, thresholds, labels)}
     if len(test_idx):
         test_probs = torch.sigmoid(_predict(model, snap, test_idx, cfg.eval_batch_size, amp)).cpu().numpy()
@@ -460,7 +459,15 @@ def _finish(
             "gpu_hours": round(wall * world / 3600, 6) if gpu else 0.0,
             "train_samples_per_second": round(samples / wall, 1) if wall > 0 else None,
         },
-        "source": {"commit": _git_commit(), "torch": torch.__version__, "python": platform.python_version()},
+        "source": {
+            "commit": _git_commit(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            # The CPU kernel set this run computed with (ATEN_CPU_CAPABILITY can lower it; oneDNN's own
+            # ONEDNN_MAX_CPU_ISA is recorded as set): same weights are promised for the same set only.
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
+        },
     }
     (out / "run.json").write_text(json.dumps(result, indent=2) + "\n")
     test = split_metrics.get("test", split_metrics["val"])

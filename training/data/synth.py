@@ -17,7 +17,9 @@ those ranges, so the "unknown id" slot of the embeddings is exercised downstream
 
 Determinism: record ``i`` depends only on ``(seed, i, spec, start)`` (its own random stream,
 ``default_rng([seed, 1, i])``), so the same arguments give byte-identical files and the first ``k`` records
-of ``n`` are the first ``k`` of any larger ``n``. The plant itself comes from a separate stream of the seed.
+of ``n`` are the first ``k`` of any larger ``n``. The plant itself comes from a separate stream of the seed:
+``first=k`` continues the same plant's record stream where an earlier call of ``k`` records stopped (the
+next month of the same fleet), while another seed is another plant.
 """
 
 from __future__ import annotations
@@ -294,15 +296,22 @@ def _check(n: int, seed: int, spec: DataSpec) -> None:
         )
 
 
-def generate(n: int, seed: int, spec: DataSpec, *, start: datetime | None = None) -> Iterator[dict[str, Any]]:
-    """Yield ``n`` LDO v1 documents (plain dicts) for ``spec``; the arguments are checked right away."""
+def generate(
+    n: int, seed: int, spec: DataSpec, *, start: datetime | None = None, first: int = 0
+) -> Iterator[dict[str, Any]]:
+    """Yield records ``first`` .. ``first + n - 1`` as LDO v1 documents (plain dicts) for ``spec``.
+
+    The arguments are checked right away.
+    """
     _check(n, seed, spec)
+    if first < 0:
+        raise ValueError(f"first must be non-negative, got {first}")
     if start is None:
         start = DEFAULT_START
     # created_at is always written in UTC with a 'Z'; a naive start is taken to be UTC already.
     start = start.replace(tzinfo=UTC) if start.tzinfo is None else start.astimezone(UTC)
     plant = _plant(seed)
-    return (_record(i, seed, spec, plant, start) for i in range(n))
+    return (_record(i, seed, spec, plant, start) for i in range(first, first + n))
 
 
 def write_dataset(
@@ -311,6 +320,7 @@ def write_dataset(
     seed: int,
     spec: DataSpec,
     *,
+    first: int = 0,
     progress: Callable[[int], None] | None = None,
 ) -> SynthSummary:
     """Write ``n`` records as ``out_dir/<ldo_id>.json`` (created if missing) and count their labels.
@@ -321,7 +331,7 @@ def write_dataset(
     Files already in ``out_dir`` with other names are left alone.
     """
     out_dir = Path(out_dir)
-    records = generate(n, seed, spec)  # checks the arguments before anything touches the disk
+    records = generate(n, seed, spec, first=first)  # checks the arguments before anything touches the disk
     out_dir.mkdir(parents=True, exist_ok=True)
     label_counts = dict.fromkeys(spec.labels, 0)
     healthy = 0
