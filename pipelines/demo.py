@@ -267,12 +267,6 @@ def _windows(snapshot: Path, tcfg: Any) -> tuple[dict[str, Any], Any]:
     return feed, snap.labels[rows].numpy()
 
 
-def _cpu_capability() -> str:
-    import torch
-
-    return str(torch.backends.cpu.get_cpu_capability())
-
-
 def _journey(
     ws: Path,
     cfg_path: Path,
@@ -444,7 +438,8 @@ def _journey(
         "telemetry": "postgresql" if story.dsn else "in-process",
         "final_versions": story.fleet.versions() if story.fleet else {},
         "gate_margins": margins,
-        "cpu_capability": _cpu_capability(),
+        # The kernel set the models trained with, as their run.json records it.
+        "cpu_capability": json.loads((ws / "run-1" / "run.json").read_text())["source"]["cpu_capability"],
     }
     (story.report / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     _say(

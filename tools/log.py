@@ -59,7 +59,7 @@ class _JsonFormatter(logging.Formatter):
 
 def _ours_or_warning(record: logging.LogRecord) -> bool:
     """A person reads the product's steps: third-party INFO/DEBUG lines (onnxscript's optimizer alone
-    prints dozens per export, botocore one per request) are dropped unless ``--verbose``."""
+    logged ~500 per `edgeops export`) are dropped unless ``--verbose``."""
     return record.levelno >= logging.WARNING or record.name.split(".", 1)[0] in _OURS
 
 
