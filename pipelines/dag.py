@@ -1,4 +1,4 @@
-"""The release pipeline's steps, in order: the one list the local runner and the Argo rendering share.
+"""The training pipeline's steps, in order: the one list the local runner and the Argo rendering share.
 
     snapshot ──► train ──► evaluate ──► export ──► publish ──► propose
 

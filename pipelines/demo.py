@@ -25,7 +25,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from tools.errors import EdgeopsError, ServiceError
+from tools.core.errors import EdgeopsError, ServiceError
 
 __all__ = ["gate_margins", "run_demo"]
 
@@ -74,16 +74,16 @@ def _s3_env(env: dict[str, str]) -> Iterator[None]:
 def run_demo(
     *, workspace: Path, n: int, seed: int, config_path: str | None, nodes: int = 24, pilot: int = 4
 ) -> int:
-    from tools.config import find_config, load_config
-    from tools.devservices import ThrowawayPostgres, ThrowawayS3
+    from tools.core.project import Project
+    from tools.kits.devservices import ThrowawayPostgres, ThrowawayS3
     from training.config import load_training_config
 
     if n < 1:
         raise EdgeopsError(f"--n must be at least 1, got {n}")
     total_start = time.monotonic()
-    cfg_path = find_config(config_path)
-    cfg = load_config(cfg_path)
-    tcfg = load_training_config(cfg_path.parent / cfg.training_config)
+    project = Project.load(config_path)
+    cfg_path, cfg = project.config_path, project.cfg
+    tcfg = load_training_config(project.training_config_path)
     ws = _fresh_workspace(workspace)
     _say(f"edgeops demo: workspace {ws} (config {cfg_path}; rings {' -> '.join(cfg.ring_order())})")
 
@@ -189,8 +189,8 @@ def _model_round(  # noqa: PLR0917 (called twice, from one place)
     store: str,
 ) -> dict[str, Any] | None:
     """Train, evaluate against the fleet model, export, publish. None when the candidate fails its gates."""
-    from tools.bundle import verify_bundle_uri
-    from tools.signing import key_id, load_public_key
+    from tools.artifacts.bundle import verify_bundle_uri
+    from tools.core.signing import key_id, load_public_key
     from training.config import DEMO_CONFIG, load_training_config
     from training.evaluate import evaluate_run, load_fleet_model
     from training.export import export_run
@@ -283,9 +283,9 @@ def _journey(
     import numpy as np
 
     from pipelines.story import Story
-    from tools.release import load_release
-    from tools.releaseflow import promote, propose, rollback
-    from tools.signing import generate_keypair, load_private_key
+    from tools.artifacts.release import load_release
+    from tools.core.signing import generate_keypair, load_private_key
+    from tools.gitops.promotion import promote, propose, rollback
 
     # A throwaway signing key for the demo only; a fork makes its own with `edgeops keygen`.
     private_pem, public_pem = generate_keypair()
@@ -319,7 +319,7 @@ def _journey(
             services=services,
             month=month,
         )
-        fleet_release = story.work / "environments/fleet/release.yaml"
+        fleet_release = story.work / cfg.release_path(cfg.last_ring)
         has_fleet = load_release(fleet_release) is not None
         model = _model_round(
             ws,
@@ -327,7 +327,7 @@ def _journey(
             snapshot,
             ws / f"run-{month}",
             fleet_release if has_fleet else None,
-            story.work / "environments/release-signing/release-signing.pub",
+            story.work / cfg.signing.public_key,
             key,
             store,
         )

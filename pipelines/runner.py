@@ -1,7 +1,8 @@
-"""Run the release pipeline on this machine, and resume it where it stopped.
+"""Run the training pipeline on this machine, and resume it where it stopped.
 
     edgeops pipeline run --run-dir .edgeops/pipeline/2026-11 --config training/configs/demo.yaml
     edgeops pipeline run --run-dir .edgeops/pipeline/2026-11 ...     # the same command again: resumes
+    edgeops pipeline run --run-dir ... --set epochs=5 --set lr=0.001   # training-config overrides
 
 Every step is an ``edgeops`` subcommand run as a child process (``python -m tools.cli``, the interpreter
 running this), reading and writing the run directory:
@@ -16,13 +17,19 @@ running this), reading and writing the run directory:
     <run-dir>/pipeline-state.json       per step: the hash of its inputs and of its outputs
 
 How a re-run decides: a step's *inputs* are the files and folders it reads (hashed by content), its
-argv (run-dir paths made relative) and the parts of edgeops.yaml and the training config it uses; its
-*outputs* are the files it writes. A step is skipped ("skipped: unchanged") when its last attempt
-succeeded, its inputs hash is the recorded one and its outputs still hash to what it left; otherwise it
-runs. A step whose upstream re-ran but produced the same bytes is therefore skipped too. A failed (or
-interrupted) ``train`` with the same inputs continues from its checkpoint (``--resume``) instead of
-starting over. With ``--source pg+s3`` the database is not an input: a run directory takes its snapshot
-once; start a new run directory (or pass ``--force snapshot``) for this month's data.
+argv (run-dir paths made relative) and the parts of edgeops.yaml and the training config it uses (the
+config's values, its ``base:`` chain resolved: not the file's bytes); its *outputs* are the files it writes.
+``--set KEY=VALUE`` overrides (``RunOptions.overrides``) reach the train step only, as ``edgeops train
+--set``, and are part of its inputs: changing them re-runs train and what follows. They are validated
+before any step runs; keys the snapshot step reads too (the data interface, the vocabularies) cannot be
+overridden (put them in a config file with ``base:``).
+
+A step is skipped ("skipped: unchanged") when its last attempt succeeded, its inputs hash is the recorded
+one and its outputs still hash to what it left; otherwise it runs. A step whose upstream re-ran but
+produced the same bytes is therefore skipped too. A failed (or interrupted) ``train`` with the same inputs
+continues from its checkpoint (``--resume``) instead of starting over. With ``--source pg+s3`` the
+database is not an input: a run directory takes its snapshot once; start a new run directory (or pass
+``--force snapshot``) for this month's data.
 
 The state file is replaced atomically (temporary file, fsync, rename, fsync of the folder) before and
 after every step, so a runner killed at any instant leaves a state that the next run reads correctly. A
@@ -56,12 +63,13 @@ from types import FrameType
 from typing import IO, TYPE_CHECKING, Any
 
 from pipelines.dag import STEP_NAMES
-from tools.errors import EdgeopsError
-from tools.fsutil import write_atomic
-from tools.log import fields
+from tools.core.errors import EdgeopsError
+from tools.core.fsutil import sha256_file, write_atomic
+from tools.core.log import fields
 
 if TYPE_CHECKING:
-    from tools.config import EdgeopsConfig
+    from tools.core.config import EdgeopsConfig
+    from tools.core.project import Project
 
 __all__ = ["FAULT_ENV", "STATE_FILE", "RunOptions", "digest_path", "load_state", "run_pipeline"]
 
@@ -89,6 +97,7 @@ class RunOptions:
     until: str | None = None
     only: str | None = None
     force: tuple[str, ...] = ()
+    overrides: tuple[str, ...] = ()  # "KEY=VALUE" training-config overrides, passed to train as --set
     skip_propose: bool = False
     echo: bool = False  # copy each step's output to stderr as it comes
     log_json: bool = False
@@ -97,20 +106,12 @@ class RunOptions:
 # --- hashing -----------------------------------------------------------------------------------------------
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def digest_path(path: Path) -> str | None:
     """Content hash of a file or a folder tree (names, bytes, symlink targets); None when it is missing."""
     if path.is_symlink():
         return "sha256:" + hashlib.sha256(b"link:" + os.readlink(path).encode()).hexdigest()
     if path.is_file():
-        return "sha256:" + _file_sha256(path)
+        return "sha256:" + sha256_file(path)
     if not path.is_dir():
         return None
     h = hashlib.sha256(b"tree\n")
@@ -120,7 +121,7 @@ def digest_path(path: Path) -> str | None:
         for name in sorted(files + [d for d in dirs if (base / d).is_symlink()]):
             p = base / name
             rel = p.relative_to(path).as_posix()
-            entry = "L " + os.readlink(p) if p.is_symlink() else "F " + _file_sha256(p)
+            entry = "L " + os.readlink(p) if p.is_symlink() else "F " + sha256_file(p)
             h.update(f"{rel}\0{entry}\n".encode())
     return "sha256:" + h.hexdigest()
 
@@ -180,10 +181,22 @@ def _locked(run_dir: Path) -> Iterator[None]:
 class _Context:
     opts: RunOptions
     run_dir: Path
-    config_path: Path
-    root: Path
-    cfg: EdgeopsConfig
+    project: Project
     training_config: Path
+    effective: dict[str, Any]  # the training config's values: the file over its base: chain, then --set
+    file_values: dict[str, Any]  # the same without --set: what the snapshot step reads
+
+    @property
+    def root(self) -> Path:
+        return self.project.root
+
+    @property
+    def config_path(self) -> Path:
+        return self.project.config_path
+
+    @property
+    def cfg(self) -> EdgeopsConfig:
+        return self.project.cfg
 
     @property
     def snapshot(self) -> Path:
@@ -219,10 +232,13 @@ def _section(model: Any) -> Any:
 
 
 def _plan_snapshot(ctx: _Context) -> _Plan:
+    from training.config import SNAPSHOT_KEYS
+
     argv = ["snapshot", "--source", ctx.opts.source, "--out", str(ctx.snapshot),
             "--training-config", str(ctx.training_config)]  # fmt: skip
+    # the values snapshot reads, not the file's bytes: a config's base: file counts, its comments do not
     inputs: dict[str, Any] = {
-        "training_config": digest_path(ctx.training_config),
+        "training_config": {key: ctx.file_values[key] for key in SNAPSHOT_KEYS},
         "config.data": _section(ctx.cfg.data),
     }
     needs: list[tuple[Path, str]] = []
@@ -248,9 +264,17 @@ def _plan_train(ctx: _Context) -> _Plan:
         "--config",
         str(ctx.training_config),
     ]
+    for override in ctx.opts.overrides:
+        argv += ["--set", override]
     if ctx.opts.nproc != 1:
         argv += ["--nproc", str(ctx.opts.nproc)]
-    inputs = {"snapshot": digest_path(ctx.snapshot), "training_config": digest_path(ctx.training_config)}
+    # The effective config (its base: chain and the --set overrides applied), as the run will record it;
+    # the overrides are in the argv too, which is part of the inputs.
+    inputs = {
+        "snapshot": digest_path(ctx.snapshot),
+        "training_config": ctx.effective,
+        "overrides": list(ctx.opts.overrides),
+    }
     outputs = [ctx.run / "weights.safetensors", ctx.run / "run.json", ctx.run / "metrics.jsonl"]
     return _Plan(argv, inputs, outputs, needs=[(ctx.snapshot, "snapshot")], clear=[ctx.run])
 
@@ -263,14 +287,13 @@ def _model_inputs(ctx: _Context) -> dict[str, Any]:
 
 
 def _plan_evaluate(ctx: _Context) -> _Plan:
-    fleet_ring = ctx.cfg.rings[ctx.cfg.ring_order()[-1]]
     inputs = {
         "snapshot": digest_path(ctx.snapshot),
         **_model_inputs(ctx),
         "config.gates.evaluation": _section(ctx.cfg.gates.evaluation),
         # the model the candidate is compared with: the fleet's release file names it (bundles are immutable)
-        "fleet_release": digest_path(ctx.root / fleet_ring.path / "release.yaml"),
-        "public_key": digest_path(ctx.root / ctx.cfg.signing.public_key),
+        "fleet_release": digest_path(ctx.project.release_file(ctx.project.last_ring)),
+        "public_key": digest_path(ctx.project.public_key_path),
     }
     return _Plan(
         ["evaluate", "--snapshot", str(ctx.snapshot), "--run", str(ctx.run)],
@@ -344,7 +367,7 @@ _PLANNERS: dict[str, Callable[[_Context], _Plan]] = {
 
 
 def _has_signing_key() -> bool:
-    from tools.signing import KEY_ENV, KEY_FILE_ENV
+    from tools.core.signing import KEY_ENV, KEY_FILE_ENV
 
     return bool(os.environ.get(KEY_ENV, "").strip() or os.environ.get(KEY_FILE_ENV, "").strip())
 
@@ -470,20 +493,28 @@ def _selected(opts: RunOptions) -> list[str]:
 
 
 def _context(opts: RunOptions) -> _Context:
-    from tools.config import find_config, load_config
+    from tools.core.project import Project
+    from training.config import SNAPSHOT_KEYS, load_training_config
 
     if opts.source not in ("dir", "pg+s3"):
         raise EdgeopsError(f"--source {opts.source}: use dir or pg+s3")
     if opts.nproc < 1:
         raise EdgeopsError(f"--nproc must be at least 1, got {opts.nproc}")
-    config_path = find_config(opts.config).resolve()
-    cfg = load_config(config_path)
-    root = config_path.parent
-    tc = Path(opts.training_config) if opts.training_config else root / cfg.training_config
+    project = Project.load(opts.config)
+    tc = Path(opts.training_config) if opts.training_config else project.training_config_path
     if not tc.is_file():
         raise EdgeopsError(f"training config {tc}: no such file; pass --config PATH")
+    # Checked before any step runs: a typo in the file or in a --set fails here, naming the key.
+    file_values = load_training_config(tc).model_dump(mode="json")
+    effective = load_training_config(tc, overrides=opts.overrides).model_dump(mode="json")
+    snapshot_keys = [o for o in opts.overrides if o.partition("=")[0].strip() in SNAPSHOT_KEYS]
+    if snapshot_keys:
+        raise EdgeopsError(
+            f"--set {snapshot_keys[0]}: the snapshot step reads this key too ({', '.join(SNAPSHOT_KEYS)}), "
+            "and --set reaches only train: write a config with `base:` and the new value instead"
+        )
     run_dir = opts.run_dir.resolve()
-    return _Context(opts, run_dir, config_path, root, cfg, tc.resolve())
+    return _Context(opts, run_dir, project, tc.resolve(), effective, file_values)
 
 
 def run_pipeline(opts: RunOptions) -> int:

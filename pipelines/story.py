@@ -1,10 +1,10 @@
 """The delivery half of ``make demo``: a release travels through pull requests, rings and a simulated fleet.
 
 What is real here: a git repository (a bare remote and a clone) holding this project's release files, the
-LocalForge pull requests, ``edgeops propose``/``promote``/``rollback`` (:mod:`tools.releaseflow`), the
+LocalForge pull requests, ``edgeops propose``/``promote``/``rollback`` (:mod:`tools.gitops.promotion`), the
 rings built with the pinned kustomize at the merged commit (what Argo CD would sync), the model-updater on
 every simulated node, the telemetry gates. What is simulated, and said so: the nodes (folders in one
-process, :class:`tools.fleetsim.Fleet`), the passing of time during the soak (the clock is injected), and
+process, :class:`tools.kits.fleetsim.Fleet`), the passing of time during the soak (the clock is injected), and
 the predictions pilot nodes report: each node runs the model it actually serves, in ONNX Runtime, on test
 windows of the snapshot, and an operator "validates" most of them with the true labels.
 """
@@ -23,15 +23,15 @@ from typing import Any
 
 import numpy as np
 
-from tools.config import EdgeopsConfig
-from tools.errors import EdgeopsError
-from tools.fleetsim import Fleet, PhaseReport, load_rings
-from tools.forge import LocalForge, PullRequest
-from tools.gitrepo import Repo
-from tools.manifests import kustomize_build, parse_objects
-from tools.release import parse_release
-from tools.releaseflow import Workspace
-from tools.telemetry import PredictionRow, RingTelemetry, telemetry_from_rows
+from tools.artifacts.release import parse_release
+from tools.core.config import EdgeopsConfig
+from tools.core.errors import EdgeopsError
+from tools.gitops.forge import LocalForge, PullRequest
+from tools.gitops.gitrepo import Repo
+from tools.gitops.manifests import kustomize_build, parse_objects
+from tools.gitops.promotion import Workspace
+from tools.gitops.telemetry import PredictionRow, RingTelemetry, telemetry_from_rows
+from tools.kits.fleetsim import Fleet, PhaseReport, load_rings
 
 __all__ = ["Story", "seed_release_repository"]
 
@@ -219,8 +219,8 @@ class Story:
                 validated = true if rng.random() < VALIDATED_SHARE else None
                 rows.append(PredictionRow(node, version, at, flagged, validated, per_row_ms))
         if self.dsn:
-            from tools.pg import connect
-            from tools.telemetry import insert_predictions
+            from tools.core.pg import connect
+            from tools.gitops.telemetry import insert_predictions
 
             conn = connect(self.dsn)
             with conn:
@@ -233,8 +233,8 @@ class Story:
         assert self.fleet is not None
         devices = {n.name: n.ring for n in self.fleet.nodes}
         if self.dsn:
-            from tools.pg import connect
-            from tools.telemetry import ensure_schema, register_devices
+            from tools.core.pg import connect
+            from tools.gitops.telemetry import ensure_schema, register_devices
 
             conn = connect(self.dsn)
             with conn:

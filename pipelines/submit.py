@@ -1,4 +1,4 @@
-"""Send the release pipeline to an Argo Server with hera's client.
+"""Send the training pipeline to an Argo Server with hera's client.
 
     ARGO_TOKEN="Bearer $(kubectl create token edgeops-submitter -n argo)" \\
       edgeops pipeline submit --server https://argo.example.com --namespace argo --cron
@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from tools.errors import EdgeopsError, ServiceError
+from tools.core.errors import EdgeopsError, ServiceError
 
 __all__ = ["SubmitResult", "resolve_server", "submit"]
 

@@ -22,8 +22,8 @@ import psycopg2
 import psycopg2.extensions
 import pytest
 
-from tools.devservices import S3Endpoint, ThrowawayPostgres, ThrowawayS3
-from tools.errors import ServiceError
+from tools.core.errors import ServiceError
+from tools.kits.devservices import S3Endpoint, ThrowawayPostgres, ThrowawayS3
 
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -90,14 +90,14 @@ def unavailable(reason: str) -> None:
 @pytest.fixture(scope="session")
 def crd_folder() -> Path:
     """The schemas `edgeops validate manifests` uses: vendored, or ``$EDGEOPS_CRD_SCHEMAS`` when set."""
-    from tools.manifests import crd_folder
+    from tools.gitops.manifests import crd_folder
 
     return crd_folder()
 
 
 @pytest.fixture(scope="session")
 def crds(crd_folder: Path) -> dict[tuple[str, str], dict[str, Any]]:
-    from tools.manifests import load_crd_schemas
+    from tools.gitops.manifests import load_crd_schemas
 
     return load_crd_schemas(crd_folder)
 

@@ -1,6 +1,7 @@
 """FakeGitHub: an in-process HTTP fake of GitHub's REST API, backed by a real bare git repository.
 
-A fake, not GitHub: it serves the pull-request subset of the REST API that ``tools/github.py`` calls through
+A fake, not GitHub: it serves the pull-request subset of the REST API that ``tools/gitops/github.py``
+calls through
 PyGithub, over real HTTP on 127.0.0.1 (port 0, a daemon thread), following GitHub's documented semantics
 for those endpoints, so PyGithub runs unmodified against it:
 

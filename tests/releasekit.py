@@ -19,9 +19,9 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from pipelines.story import seed_release_repository
-from tools.bundle import publish_bundle
-from tools.signing import generate_keypair, private_key_from_pem
-from tools.store import open_store
+from tools.artifacts.bundle import publish_bundle
+from tools.core.signing import generate_keypair, private_key_from_pem
+from tools.core.store import open_store
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ["bearing_wear", "misalignment", "overheating", "electrical_fault", "lubrication_loss"]
@@ -140,7 +140,7 @@ def telemetry_rows(
     errors: int = 0, latency_ms: float = 12.0,
 ) -> list[Any]:  # fmt: skip
     """Predictions of ``version``: every one validated; ``missed`` failing windows called healthy."""
-    from tools.telemetry import PredictionRow
+    from tools.gitops.telemetry import PredictionRow
 
     rows = []
     i = 0

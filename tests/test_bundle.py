@@ -13,7 +13,7 @@ import boto3
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tools.bundle import (
+from tools.artifacts.bundle import (
     VERSION_RE,
     BundleError,
     format_version,
@@ -26,9 +26,9 @@ from tools.bundle import (
     verify_bundle,
     verify_bundle_uri,
 )
-from tools.errors import EdgeopsError, StoreError
-from tools.signing import key_id, sign, verify
-from tools.store import Store, open_store
+from tools.core.errors import EdgeopsError, StoreError
+from tools.core.signing import key_id, sign, verify
+from tools.core.store import Store, open_store
 
 FILES = {
     "model.onnx": b"\x08\x07onnx-graph-bytes" * 50,

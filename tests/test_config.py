@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO
-from tools.config import EdgeopsConfig, find_config, load_config
-from tools.errors import ConfigError
-from training.config import load_training_config
+from tools.core.config import EdgeopsConfig, find_config, load_config
+from tools.core.errors import ConfigError
+from training.config import apply_overrides, load_training_config, parse_override
 
 CONFIG_TEXT = (REPO / "edgeops.yaml").read_text()
 
@@ -136,3 +137,147 @@ def test_other_training_configs_keep_the_production_interface(name: str, changed
     default = load_training_config().model_dump()
     other = load_training_config(REPO / "training/configs" / name).model_dump()
     assert {key for key in default if default[key] != other[key]} == changed
+
+
+# --- training config deltas: `base:` and `--set` ------------------------------------------------------------
+
+CONFIGS = REPO / "training" / "configs"
+DEFAULT_TEXT = (CONFIGS / "default.yaml").read_text()
+
+
+def line_of(path: Path, text: str) -> int:
+    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if line.startswith(text))
+
+
+@pytest.mark.parametrize(
+    ("name", "changes"),
+    [("demo.yaml", {"epochs": 80, "batch_size": 128, "early_stop_patience": 8}),
+     ("gpu.yaml", {"epochs": 50, "batch_size": 1024, "lr": 0.006})],
+)  # fmt: skip
+def test_the_shipped_deltas_are_default_yaml_plus_their_keys(name: str, changes: dict[str, object]) -> None:
+    """demo.yaml and gpu.yaml say `base: default.yaml` and only what differs (values as before the split)."""
+    assert (CONFIGS / name).read_text().count("\nbase: default.yaml\n") == 1
+    default = load_training_config(CONFIGS / "default.yaml").model_dump()
+    assert load_training_config(CONFIGS / name).model_dump() == {**default, **changes}
+
+
+def test_a_base_chain_equals_the_full_file_it_replaces(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "full.yaml").write_text(DEFAULT_TEXT)
+    (tmp_path / "mid.yaml").write_text("base: full.yaml\nepochs: 7\nconv_channels: [8, 16]\n")
+    leaf = tmp_path / "sub" / "leaf.yaml"
+    leaf.write_text("# relative to this file\nbase: ../mid.yaml\nlr: 0.001\nepochs: 9\n")
+    # the same config written out in full, as configs were before `base:`
+    flat = tmp_path / "flat.yaml"
+    flat.write_text(DEFAULT_TEXT.replace("epochs: 30 ", "epochs: 9 ").replace("lr: 0.003 ", "lr: 0.001 ")
+                    .replace("conv_channels: [16, 32, 32]", "conv_channels: [8, 16]"))  # fmt: skip
+    assert flat.read_text() != DEFAULT_TEXT
+    assert load_training_config(leaf) == load_training_config(flat)
+    assert load_training_config(leaf).epochs == 9  # the nearer file wins
+    absolute = tmp_path / "abs.yaml"
+    absolute.write_text(f"base: {CONFIGS / 'demo.yaml'}\n")
+    assert load_training_config(absolute) == load_training_config(CONFIGS / "demo.yaml")
+
+
+def test_errors_point_at_the_file_and_line_the_value_came_from(tmp_path: Path) -> None:
+    base, delta = tmp_path / "base.yaml", tmp_path / "delta.yaml"
+    base.write_text(DEFAULT_TEXT.replace("hidden: 64 ", "hidden: wide "))
+    delta.write_text("base: base.yaml\n\nepochs: 3.5\nlearning_rate: 0.1\n")
+    with pytest.raises(ConfigError) as info:
+        load_training_config(delta)
+    message = str(info.value)
+    assert message.startswith(f"{delta}: 3 problems:")
+    assert f"{base}:{line_of(base, 'hidden:')}: hidden: input should be a valid integer" in message
+    assert f"{delta}:3: epochs: input should be a valid integer" in message
+    assert f"{delta}:4: learning_rate: unknown key" in message
+    # a key the delta replaces is not checked in its base's form
+    delta.write_text("base: base.yaml\nhidden: 32\n")
+    assert load_training_config(delta).hidden == 32
+
+
+def test_an_override_changes_a_value_and_is_read_as_yaml() -> None:
+    default = load_training_config()
+    cfg = load_training_config(
+        overrides=["epochs=5", "lr=3e-4", "conv_channels=[16,32]", "bf16=false", "device=cpu", "epochs=6"]
+    )
+    assert (cfg.epochs, cfg.lr, cfg.conv_channels, cfg.bf16, cfg.device) == (6, 3e-4, [16, 32], False, "cpu")
+    assert cfg.model_dump() == {**default.model_dump(), "epochs": 6, "lr": 3e-4, "conv_channels": [16, 32],
+                                "bf16": False, "device": "cpu"}  # fmt: skip
+    demo = load_training_config(CONFIGS / "demo.yaml", overrides=["epochs=2"])
+    assert (demo.epochs, demo.batch_size) == (2, 128)  # over the file's effective config, base included
+    assert parse_override(" seed = 7") == ("seed", 7)
+    assert parse_override("labels=[a, b]") == ("labels", ["a", "b"])
+    assert parse_override("note=a=b") == ("note", "a=b")  # the first '=' splits
+    mapping = {"epochs": 30, "lr": 0.003}
+    assert apply_overrides(mapping, ["epochs=5", "hidden=8"]) == {"epochs": 5, "lr": 0.003, "hidden": 8}
+    assert mapping == {"epochs": 30, "lr": 0.003}  # pure
+
+
+def test_an_unknown_override_key_names_it_and_suggests_the_close_one() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_training_config(overrides=["epochs=5", "batchsize=64"])
+    message = str(info.value)
+    assert message.startswith("--set batchsize=64: batchsize: unknown key (did you mean 'batch_size'?)")
+    assert "allowed keys here: channels, window" in message
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [("epochs=five", "--set epochs=five: epochs: input should be a valid integer (got str 'five')"),
+     ("epochs=0", "--set epochs=0: epochs: input should be greater than or equal to 1"),
+     ("compile=yes", "--set compile=yes: compile: input should be a valid boolean"),
+     ("seed=\"7\"", "--set seed=\"7\": seed: input should be a valid integer (got str '7')"),
+     ("conv_channels=[16, x]", "--set conv_channels=[16, x]: conv_channels[1]: input should be a valid int"),
+     ("device=gpu", "--set device=gpu: device: input should be 'auto', 'cpu' or 'cuda'")],
+)  # fmt: skip
+def test_a_wrongly_typed_override_names_the_key(override: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_training_config(overrides=[override])
+    assert str(info.value).startswith(expected)
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [("epochs", "--set epochs: expected KEY=VALUE"),
+     ("=5", "--set =5: the key before '=' is empty"),
+     ("base=other.yaml", "--set base=other.yaml: `base` is read from a config file only"),
+     ("conv_channels=[16,", "--set conv_channels=[16,: the value is not valid YAML")],
+)  # fmt: skip
+def test_a_malformed_override_is_a_config_error_naming_it(override: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_override(override)
+    assert str(info.value).startswith(expected)
+    with pytest.raises(ConfigError, match="^" + re.escape(expected)):
+        load_training_config(overrides=[override])
+
+
+def test_a_cycle_or_a_missing_base_fails_clearly(tmp_path: Path) -> None:
+    a, b, c = tmp_path / "a.yaml", tmp_path / "b.yaml", tmp_path / "c.yaml"
+    a.write_text("base: b.yaml\nepochs: 1\n")
+    b.write_text("base: c.yaml\n")
+    c.write_text("epochs: 2\nbase: a.yaml\n")
+    with pytest.raises(ConfigError) as info:
+        load_training_config(a)
+    ra, rb, rc = a.resolve(), b.resolve(), c.resolve()  # the chain is shown resolved
+    assert str(info.value) == f"{c}:2: base: a.yaml makes a cycle: {ra} -> {rb} -> {rc} -> {ra}"
+    a.write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match="makes a cycle"):
+        load_training_config(a)
+    a.write_text("epochs: 1\nbase: nope.yaml\n")
+    with pytest.raises(ConfigError) as info:
+        load_training_config(a)
+    assert str(info.value) == f"{a}:2: base: {tmp_path / 'nope.yaml'}: no such config file"
+    a.write_text("base: [default.yaml]\n")
+    with pytest.raises(ConfigError) as info:
+        load_training_config(a)
+    assert str(info.value).startswith(f"{a}:1: base: expected the path of a config file")
+
+
+def test_the_data_interface_is_written_once_in_training_configs() -> None:
+    """default.yaml holds the data interface and the vocabularies; the other configs inherit them."""
+    keys = ("channels", "window", "sample_rate_hz", "labels", "product_vocab", "recipe_vocab", "asset_vocab")
+    for key in keys:
+        holders = sorted(p.name for p in CONFIGS.glob("*.yaml") if re.search(rf"(?m)^{key}:", p.read_text()))
+        assert holders == ["default.yaml"], key
+    others = [p for p in CONFIGS.glob("*.yaml") if p.name != "default.yaml"]
+    assert len(others) >= 2 and all(re.search(r"(?m)^base: default\.yaml$", p.read_text()) for p in others)

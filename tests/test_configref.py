@@ -6,9 +6,9 @@ import pytest
 from pydantic import Field
 
 from tests.conftest import REPO
-from tools.config import EdgeopsConfig
-from tools.configref import render_reference
-from tools.typedyaml import Strict
+from tools.core.config import EdgeopsConfig
+from tools.core.configref import render_reference
+from tools.core.typedyaml import Strict
 
 
 def test_the_committed_reference_is_current() -> None:
@@ -35,7 +35,7 @@ def test_an_undocumented_key_is_refused(monkeypatch: pytest.MonkeyPatch) -> None
         documented: int = Field(default=1, description="yes")
         undocumented: int = 2
 
-    from tools import configref
+    from tools.core import configref
 
     monkeypatch.setattr(configref, "EdgeopsConfig", Sneaky)
     with pytest.raises(ValueError, match=r"Sneaky\.undocumented has no description"):

@@ -1,4 +1,5 @@
-"""The fleet simulator (tools/fleetsim.py): real updaters on simulated nodes, bundles in the S3 API server,
+"""The fleet simulator (tools/kits/fleetsim.py): real updaters on simulated nodes, bundles in the S3 API
+server,
 rings and budgets from ``kustomize build`` of the real overlays."""
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tools.devservices import S3Endpoint
-from tools.fleetsim import FaultPlan, SimReport, main, simulate
+from tools.kits.devservices import S3Endpoint
+from tools.kits.fleetsim import FaultPlan, SimReport, main, simulate
 
 NODES, PILOT = 60, 6
 FLEET = NODES - PILOT

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.releasekit import git
-from tools.forge import ForgeError, LocalForge, comment_marker
+from tools.gitops.forge import ForgeError, LocalForge, comment_marker
 
 
 @pytest.fixture

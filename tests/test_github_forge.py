@@ -1,4 +1,4 @@
-"""GitHubForge (tools/github.py) through the real PyGithub, over HTTP, against FakeGitHub.
+"""GitHubForge (tools/gitops/github.py) through the real PyGithub, over HTTP, against FakeGitHub.
 
 FakeGitHub (tests/githubfake.py) is a fake of GitHub's REST API, not GitHub: an in-process HTTP server that
 follows GitHub's documented semantics for the pull-request endpoints, including pagination by Link headers
@@ -20,9 +20,9 @@ import pytest
 
 from tests.githubfake import FakeGitHub
 from tests.releasekit import git
-from tools.errors import ServiceError
-from tools.forge import ForgeError, comment_marker
-from tools.github import GitHubForge
+from tools.core.errors import ServiceError
+from tools.gitops.forge import ForgeError, comment_marker
+from tools.gitops.github import GitHubForge
 
 HEAD = "release/pilot/v1.0"
 UNPACED: dict[str, Any] = {"seconds_between_requests": None, "seconds_between_writes": None}

@@ -8,8 +8,13 @@ source), and importing every tools module, then running delivery-side commands, 
 from __future__ import annotations
 
 import ast
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from tests.conftest import REPO
 
@@ -72,3 +77,40 @@ def test_importing_every_tools_module_loads_neither_torch_nor_the_training_side(
     )
     assert result.returncode == 0, result.stderr + result.stdout
     assert "LOADED []" in result.stdout
+
+
+LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
+
+
+def test_the_import_contracts_hold() -> None:
+    result = subprocess.run([str(LINT_IMPORTS)], cwd=REPO, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Contracts: 5 kept, 0 broken." in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("module", "line", "broken"),
+    [
+        ("tools/edge/updater.py", "import tools.core.config", "the edge closure"),
+        ("tools/artifacts/bundle.py", "import github", "the edge closure"),
+        ("tools/gitops/policy.py", "import tools.edge.updater", "tools: cli above kits"),
+        ("tools/core/store.py", "import tools.artifacts.bundle", "tools: cli above kits"),
+        ("tools/gitops/promotion.py", "import training.config", "only the CLI (inside its handlers)"),
+        ("training/evaluate.py", "import tools.gitops.promotion", "training imports only tools.core"),
+    ],
+)
+def test_a_forbidden_import_breaks_a_contract(tmp_path: Path, module: str, line: str, broken: str) -> None:
+    """The contracts bite: a copy of the source with one forbidden import fails lint-imports, naming it."""
+    for package in ("tools", "training", "pipelines"):
+        shutil.copytree(REPO / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / ".importlinter", tmp_path)
+    with (tmp_path / module).open("a") as f:
+        f.write(f"\n{line}  # noqa\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    result = subprocess.run(
+        [str(LINT_IMPORTS), "--no-cache"], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    report = result.stdout[result.stdout.index("Broken contracts") :]
+    assert broken in report
+    assert module.removesuffix(".py").replace("/", ".") in report

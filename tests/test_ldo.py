@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tools.errors import LdoError
+from tools.core.errors import LdoError
 from training.config import DataSpec, load_training_config
 from training.data.ldo import dumps, parse_ldo
 

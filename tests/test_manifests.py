@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import EDGEOPS, REPO
-from tools.manifests import (
+from tools.gitops.manifests import (
     kustomize_build,
     parse_objects,
     selects_node,

@@ -1,4 +1,4 @@
-"""The release pipeline: the local runner end to end (and resumed), the Argo YAML, submission, images.
+"""The training pipeline: the local runner end to end (and resumed), the Argo YAML, submission, images.
 
 The runner tests run the real ``edgeops pipeline run`` on a tiny synthetic set with a tiny training
 config, in a real git checkout on a bare remote (LocalForge), publishing into a ``file://`` store with a
@@ -24,8 +24,8 @@ from pipelines.runner import FAULT_ENV, STATE_FILE, digest_path
 from tests.argofake import FakeArgoServer
 from tests.conftest import EDGEOPS, REPO
 from tests.releasekit import Keys, git, make_checkout
-from tools.manifests import validate_object
-from tools.signing import private_key_from_pem
+from tools.core.signing import private_key_from_pem
+from tools.gitops.manifests import validate_object
 
 TOKEN = "argo-test-token-3f9c"  # a throwaway bearer token for the fake server
 ARGO_DIR = REPO / "pipelines" / "argo"
@@ -71,9 +71,7 @@ class Workspace:
                          "--out", str(self.ldos), "--training-config", demo)  # fmt: skip
         assert result.returncode == 0, result.stderr
         # The demo config, cut to a few epochs: the pipeline's plumbing is under test, not the model.
-        text = (REPO / "training/configs/demo.yaml").read_text()
-        self.training_config = tmp / "tiny.yaml"
-        self.training_config.write_text(re.sub(r"(?m)^epochs: \d+", "epochs: 3", text))
+        self.training_config = tiny_config(tmp)
         self.run_dir = tmp / "run-2026-11"
 
     def set_gates(self, **gates: float) -> None:
@@ -100,6 +98,13 @@ class Workspace:
     def state(self) -> dict[str, Any]:
         steps: dict[str, Any] = json.loads((self.run_dir / STATE_FILE).read_text())["steps"]
         return steps
+
+
+def tiny_config(tmp: Path) -> Path:
+    """demo.yaml cut to 3 epochs: a delta over it (`base:`), as demo.yaml is over default.yaml."""
+    path = tmp / "tiny.yaml"
+    path.write_text(f"base: {REPO / 'training/configs/demo.yaml'}\nepochs: 3\n")
+    return path
 
 
 def lines(result: subprocess.CompletedProcess[str], step: str) -> list[str]:
@@ -171,11 +176,10 @@ def test_a_run_that_fails_in_export_resumes_from_export(tmp_path: Path) -> None:
 
 
 def test_an_interrupted_train_continues_from_its_checkpoint(tmp_path: Path) -> None:
-    ldos, tiny = tmp_path / "ldos", tmp_path / "tiny.yaml"
+    ldos, tiny = tmp_path / "ldos", tiny_config(tmp_path)
     demo = REPO / "training/configs/demo.yaml"
     synth = edgeops("data", "synth", "--n", "1500", "--out", str(ldos), "--training-config", str(demo))
     assert synth.returncode == 0, synth.stderr
-    tiny.write_text(re.sub(r"(?m)^epochs: \d+", "epochs: 3", demo.read_text()))
     args = ["pipeline", "run", "--run-dir", str(tmp_path / "r"), "--data-path", str(ldos),
             "--config", str(tiny), "--until", "train"]  # fmt: skip
     # training's own fault hook: a real SIGTERM to the training process after step 5 (it saves a checkpoint)
@@ -191,6 +195,82 @@ def test_an_interrupted_train_continues_from_its_checkpoint(tmp_path: Path) -> N
     assert "continuing from its checkpoint" in running and running.endswith("--resume")
     assert "resuming" in (tmp_path / "r" / "logs" / "train.log").read_text()
     assert json.loads((tmp_path / "r" / STATE_FILE).read_text())["steps"]["train"]["status"] == "ok"
+
+
+def test_a_set_override_reruns_train_not_snapshot_and_the_run_records_the_effective_config(
+    tmp_path: Path,
+) -> None:
+    from training.config import TrainingConfig, load_training_config
+
+    ldos, tiny = tmp_path / "ldos", tiny_config(tmp_path)
+    synth = edgeops("data", "synth", "--n", "1500", "--out", str(ldos),
+                    "--training-config", str(REPO / "training/configs/demo.yaml"))  # fmt: skip
+    assert synth.returncode == 0, synth.stderr
+    args = ["pipeline", "run", "--run-dir", str(tmp_path / "r"), "--data-path", str(ldos),
+            "--config", str(tiny), "--until", "train"]  # fmt: skip
+    first = edgeops(*args, env=clean_env())
+    assert first.returncode == 0, first.stderr
+    second = edgeops(*args, "--set", "epochs=2", "--set", "early_stop_patience=0", env=clean_env())
+    assert second.returncode == 0, second.stderr
+    assert lines(second, "snapshot") == ["skipped: unchanged"]
+    running = lines(second, "train")[0]
+    assert running.startswith("running (inputs changed)")
+    assert running.endswith("--set epochs=2 --set early_stop_patience=0")
+    assert lines(edgeops(*args, "--set", "epochs=2", "--set", "early_stop_patience=0", env=clean_env()),
+                 "train") == ["skipped: unchanged"]  # fmt: skip
+    # run.json carries the effective config (demo.yaml over default.yaml, tiny.yaml, then --set), whole:
+    # the run can be rebuilt without any of those files.
+    run = json.loads((tmp_path / "r" / "run" / "run.json").read_text())
+    expected = load_training_config(tiny, overrides=["epochs=2", "early_stop_patience=0"])
+    assert run["config"] == expected.model_dump(mode="json")
+    assert TrainingConfig.model_validate(run["config"]) == expected
+    assert (run["epochs_run"], run["config"]["batch_size"]) == (2, 128)  # --set, and demo.yaml's batch
+    refused = edgeops(*args, "--set", "epoch=2", env=clean_env())
+    assert refused.returncode != 0 and "--set epoch=2: epoch: unknown key (did you mean 'epochs'?)" in (
+        refused.stderr
+    )
+
+
+def test_overrides_reach_train_as_set_and_are_part_of_its_inputs(tmp_path: Path) -> None:
+    """RunOptions.overrides: train runs `edgeops train ... --set K=V` and its inputs change with them, the
+    snapshot's do not; and the inputs follow a config's base: file (its values, not its comments)."""
+    from pipelines.runner import RunOptions, _canonical_hash, _context, _Plan, _plan_snapshot, _plan_train
+    from tools.core.errors import ConfigError, EdgeopsError
+
+    default = (REPO / "training/configs/default.yaml").read_text()
+    base, delta = tmp_path / "base.yaml", tmp_path / "delta.yaml"
+    base.write_text(default)
+    delta.write_text("base: base.yaml\nepochs: 3\n")
+
+    def plans(*overrides: str) -> tuple[str, str, list[str]]:
+        ctx = _context(RunOptions(
+            run_dir=tmp_path / "r", config=str(REPO / "edgeops.yaml"), training_config=str(delta),
+            data_path=str(tmp_path / "ldos"), overrides=overrides,
+        ))  # fmt: skip
+
+        def digest(plan: _Plan) -> str:
+            return _canonical_hash({"argv": [ctx.rel(a) for a in plan.argv], **plan.inputs})
+
+        train = _plan_train(ctx)
+        return digest(_plan_snapshot(ctx)), digest(train), train.argv
+
+    snap, train, argv = plans()
+    assert "--set" not in argv
+    snap_set, train_set, argv_set = plans("epochs=5", "lr=0.001")
+    assert argv_set[-4:] == ["--set", "epochs=5", "--set", "lr=0.001"]
+    assert (snap_set, train_set != train) == (snap, True)
+    assert plans("epochs=5", "lr=0.001")[1] == train_set  # the same overrides: unchanged
+    base.write_text(default.replace("lr: 0.003 ", "lr: 0.002 "))  # the base file, not the delta
+    snap_base, train_base, _ = plans()
+    assert snap_base == snap and train_base != train
+    base.write_text(default.replace("# AdamW peak", "# peak"))  # a comment only
+    assert plans()[:2] == (snap, train)
+    base.write_text(default.replace("window: 128 ", "window: 64 "))
+    assert plans()[0] != snap
+    with pytest.raises(ConfigError, match=r"--set epoch=5: epoch: unknown key \(did you mean 'epochs'\?\)"):
+        plans("epoch=5")
+    with pytest.raises(EdgeopsError, match="--set window=64: the snapshot step reads this key too"):
+        plans("window=64")
 
 
 def test_publish_without_a_signing_key_stops_before_running_anything(tmp_path: Path) -> None:
@@ -432,7 +512,7 @@ def dockerfile(path: Path) -> tuple[list[str], list[str], str]:
     ("path", "base", "entrypoint"),
     [
         ("training/Dockerfile", r"nvcr\.io/nvidia/pytorch:\d\d\.\d\d-py3", '["edgeops"]'),
-        ("tools/updater.Dockerfile", r"python:3\.11\.\d+-slim-\w+", '["edgeops", "updater", "run"]'),
+        ("tools/edge/Dockerfile", r"python:3\.11\.\d+-slim-\w+", '["edgeops", "updater", "run"]'),
     ],
 )
 def test_images_pin_their_base_and_run_as_non_root(path: str, base: str, entrypoint: str) -> None:

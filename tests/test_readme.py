@@ -4,7 +4,7 @@ A block is runnable when the line before its opening fence is an HTML comment:
 
 - ``<!-- runnable … -->``: it runs in a fresh copy of this repository (what a clone holds), as a user who
   ran ``make test`` would: bash with ``set -euo pipefail``, the virtualenv's ``edgeops`` and ``python``
-  first on PATH. Throwaway services a block started with ``python -m tools.devservices --up`` and left
+  first on PATH. Throwaway services a block started with ``python -m tools.kits.devservices --up`` and left
   behind (because it failed half-way) are stopped afterwards.
 - ``<!-- runnable in a release checkout … -->`` (the runbooks): the blocks of one file run in order, as
   an operator would type them, in a checkout of a fork that has been in production for a while. It is
@@ -30,8 +30,8 @@ import pytest
 from pipelines.story import seed_release_repository
 from tests.conftest import EDGEOPS, REPO, copy_project, project_files
 from tests.releasekit import git, keys, telemetry_rows
-from tools.forge import LocalForge
-from tools.releaseflow import Workspace, promote, propose
+from tools.gitops.forge import LocalForge
+from tools.gitops.promotion import Workspace, promote, propose
 
 _BLOCK = re.compile(r"<!-- (runnable[^>]*)-->\n```(?:sh|bash)\n(.*?)```", re.DOTALL)
 IN_CHECKOUT = "runnable in a release checkout"
@@ -105,8 +105,8 @@ def test_runnable_block_runs_as_written(block: Block, tmp_path: Path) -> None:
     finally:
         for leftover in clone.glob(".edgeops/*.env"):
             subprocess.run(
-                [str(Path(EDGEOPS).parent / "python"), "-m", "tools.devservices", "--down", str(leftover)],
-                cwd=clone, check=False, timeout=120,
+                [str(Path(EDGEOPS).parent / "python"), "-m", "tools.kits.devservices", "--down",
+                 str(leftover)], cwd=clone, check=False, timeout=120,
             )  # fmt: skip
     assert result.returncode == 0, _explain(block, result)
 
@@ -142,9 +142,9 @@ class Fork:
 def fork(
     tmp_path: Path, git_remote: Path, pg_dsn: str, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Fork]:
-    from tools.config import load_config
-    from tools.pg import connect
-    from tools.telemetry import ensure_schema, insert_predictions, register_devices
+    from tools.core.config import load_config
+    from tools.core.pg import connect
+    from tools.gitops.telemetry import ensure_schema, insert_predictions, register_devices
     from training.config import load_training_config
     from training.data.seed import seed
     from training.data.synth import write_dataset

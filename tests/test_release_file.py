@@ -1,4 +1,5 @@
-"""The release file contract (tools/release.py): parse, render, the "no release yet" form, signatures."""
+"""The release file contract (tools/artifacts/release.py): parse, render,
+the "no release yet" form, signatures."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from ruamel.yaml import YAML
 
-import tools.release
-from tools.bundle import FileEntry
-from tools.release import (
+import tools.artifacts.release
+from tools.artifacts.bundle import FileEntry
+from tools.artifacts.release import (
     Release,
     ReleaseError,
     ReleaseSignatureError,
@@ -26,7 +27,7 @@ from tools.release import (
     signed_payload,
     verify_release,
 )
-from tools.signing import generate_keypair, private_key_from_pem, public_key_from_pem
+from tools.core.signing import generate_keypair, private_key_from_pem, public_key_from_pem
 
 INTERFACE = "sha256:" + "ab" * 32
 OTHER_INTERFACE = "sha256:" + "cd" * 32
@@ -99,7 +100,7 @@ def test_no_release_form_parses_to_none_and_is_documented(tmp_path: Path) -> Non
     path = tmp_path / "release.yaml"
     path.write_text(text)
     assert load_release(path) is None
-    assert "version: null" in (tools.release.__doc__ or "")
+    assert "version: null" in (tools.artifacts.release.__doc__ or "")
 
 
 def test_store_uri_of_an_s3_bundle(release: Release) -> None:

@@ -11,8 +11,8 @@ import psycopg2
 import pytest
 
 from tests.conftest import EDGEOPS, REPO
-from tools.devservices import S3Endpoint
-from tools.errors import EdgeopsError, ServiceError
+from tools.core.errors import EdgeopsError, ServiceError
+from tools.kits.devservices import S3Endpoint
 from training.config import load_training_config
 from training.data.ldo import dumps, parse_ldo
 from training.data.seed import seed

@@ -9,7 +9,7 @@ from pathlib import Path
 import boto3
 import psycopg2
 
-from tools.devservices import S3Endpoint, find_pg_bindir
+from tools.kits.devservices import S3Endpoint, find_pg_bindir
 
 
 def test_postgres_is_a_real_server(pg_dsn: str) -> None:
@@ -68,8 +68,8 @@ def test_devservices_down_without_up_names_the_file(tmp_path: Path) -> None:
 
     missing = tmp_path / "services.env"
     result = subprocess.run(
-        [sys.executable, "-m", "tools.devservices", "--down", str(missing)], capture_output=True, text=True,
-        check=False,
+        [sys.executable, "-m", "tools.kits.devservices", "--down", str(missing)],
+        capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert result.returncode == 1
     assert f"{missing}: no services to stop (no file written by --up there)" in result.stderr

@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from tools.errors import EdgeopsError
-from tools.signing import (
+from tools.core.errors import EdgeopsError
+from tools.core.signing import (
     SignatureError,
     generate_keypair,
     key_id,

@@ -16,8 +16,8 @@ from safetensors.numpy import load_file
 
 from tests.conftest import EDGEOPS, REPO
 from tests.faultproxy import FaultProxy
-from tools.devservices import S3Endpoint
-from tools.errors import EdgeopsError, ServiceError
+from tools.core.errors import EdgeopsError, ServiceError
+from tools.kits.devservices import S3Endpoint
 from training.config import load_training_config
 from training.data.ldo import dumps
 from training.data.seed import seed

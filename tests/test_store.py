@@ -11,9 +11,9 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tools.devservices import S3Endpoint
-from tools.errors import ServiceError, StoreError
-from tools.store import FileStore, S3Store, Store, open_store
+from tools.core.errors import ServiceError, StoreError
+from tools.core.store import FileStore, S3Store, Store, open_store
+from tools.kits.devservices import S3Endpoint
 
 
 @pytest.fixture(params=["file", pytest.param("s3", marks=pytest.mark.s3)])

@@ -1,4 +1,4 @@
-"""tools.telemetry: ring telemetry read from a real PostgreSQL server, and the promote/guard gates.
+"""tools.gitops.telemetry: ring telemetry read from a real PostgreSQL server, and the promote/guard gates.
 
 The reading tests build scenarios with known numbers (which node reports, how many false positives and
 negatives, which latencies) and assert them exactly; the p95 is compared with numpy's linear percentile,
@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tools.config import TelemetryGates
-from tools.errors import ServiceError
-from tools.pg import connect
-from tools.telemetry import (
+from tools.core.config import TelemetryGates
+from tools.core.errors import ServiceError
+from tools.core.pg import connect
+from tools.gitops.telemetry import (
     TELEMETRY_DDL,
     GateResult,
     PredictionRow,
@@ -256,7 +256,7 @@ def test_missing_tables_are_a_service_error_that_points_at_the_ddl(conn: Any, pg
         read(conn)
     message = str(err.value)
     assert "predictions, edge_devices" in message
-    assert "TELEMETRY_DDL in tools/telemetry.py" in message
+    assert "TELEMETRY_DDL in tools/gitops/telemetry.py" in message
     assert pg_dsn not in message
     assert "dbname" not in message and "edgeops_test_" not in message
 

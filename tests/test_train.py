@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import re
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ from training.model import FailureModeModel, WithProbabilities, count_parameters
 from training.snapshot import DirSource, SnapshotOptions, build_snapshot
 from training.train import EXIT_PREEMPTED
 
-DEFAULT_CONFIG = (REPO / "training/configs/default.yaml").read_text()
+DEFAULT_CONFIG = REPO / "training/configs/default.yaml"
 SPEC = load_training_config().data_spec()
 
 
@@ -31,13 +31,14 @@ def make_snapshot(root: Path, n: int, seed: int) -> Path:
     return root / "snap"
 
 
-def config(tmp: Path, **overrides: object) -> Path:
-    text = DEFAULT_CONFIG
-    for key, value in overrides.items():
-        text, n = re.subn(rf"^{key}: .*$", f"{key}: {json.dumps(value)}", text, flags=re.M)
-        assert n == 1, key
-    path = tmp / f"train-{abs(hash(tuple(sorted(overrides.items()))))}.yaml"
+def config(tmp: Path, **changes: object) -> Path:
+    """default.yaml with some keys changed: a delta over it (`base:`), as demo.yaml and gpu.yaml are."""
+    changed = "".join(f"{key}: {json.dumps(value)}\n" for key, value in changes.items())
+    text = f"base: {DEFAULT_CONFIG}\n{changed}"
+    path = tmp / f"train-{abs(hash(tuple(sorted(changes.items()))))}.yaml"
     path.write_text(text)
+    effective = load_training_config(path)  # an unknown key or a wrong type fails here, naming it
+    assert all(getattr(effective, key) == value for key, value in changes.items())
     return path
 
 
@@ -74,7 +75,7 @@ def snapshot_20k(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_default_config_reaches_090_on_20k(snapshot_20k: Path, tmp_path: Path, kernels: str) -> None:
     """Acceptance: 20,000 synthetic LDOs, CPU, default config -> >= 0.90 subset accuracy on the test split,
     under each CPU kernel set (another CPU rounds differently; the margins below hold on all of them)."""
-    result = train(snapshot_20k, tmp_path / "run", REPO / "training/configs/default.yaml", kernels=kernels)
+    result = train(snapshot_20k, tmp_path / "run", DEFAULT_CONFIG, kernels=kernels)
     assert result.returncode == 0, result.stderr[-3000:]
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     if kernels in EXPECTED_CAPABILITY:
@@ -166,7 +167,7 @@ def test_sigterm_mid_epoch_then_resume_gives_identical_weights(small_snapshot: P
 
 
 def test_resume_without_checkpoint_is_refused(small_snapshot: Path, tmp_path: Path) -> None:
-    result = train(small_snapshot, tmp_path / "none", REPO / "training/configs/default.yaml", "--resume")
+    result = train(small_snapshot, tmp_path / "none", DEFAULT_CONFIG, "--resume")
     assert result.returncode == 1 and "no checkpoint to resume from" in result.stderr
 
 
@@ -185,6 +186,37 @@ def test_ddp_two_processes_on_cpu_matches_single_process(small_snapshot: Path, t
     # Same global batch and schedule; only the summation order and batch-norm statistics differ per rank.
     assert abs(v1[-1] - v2[-1]) <= 0.1 * v1[-1] + 0.01, (v1, v2)
     assert abs(one["metrics"]["val"]["subset_accuracy"] - two["metrics"]["val"]["subset_accuracy"]) <= 0.1
+
+
+def test_the_torchrun_entry_point_takes_set_and_the_run_records_the_effective_config(
+    small_snapshot: Path, tmp_path: Path
+) -> None:
+    """`python -m training.train` (what torchrun starts for `edgeops train --nproc N`) takes --set; run.json
+    and the checkpoint carry the effective config, whole: the run can be rebuilt without its config files."""
+    delta = tmp_path / "delta.yaml"
+    delta.write_text(f"base: {REPO / 'training/configs/demo.yaml'}\nseed: 4\n")
+    overrides = ["epochs=1", "conv_channels=[8, 16]"]
+
+    def entry(out: Path, *sets: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "training.train", "--snapshot", str(small_snapshot), "--out", str(out),
+               "--config", str(delta), *(a for s in sets for a in ("--set", s))]  # fmt: skip
+        return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
+                              env=kernel_env("native"))  # fmt: skip
+
+    result = entry(tmp_path / "run", *overrides)
+    assert result.returncode == 0, result.stderr[-2000:]
+    expected = load_training_config(delta, overrides=overrides)
+    # default.yaml's interface, demo.yaml's batch, delta.yaml's seed, --set's epochs and channels
+    assert (expected.window, expected.batch_size, expected.seed, expected.epochs) == (128, 128, 4, 1)
+    assert expected.conv_channels == [8, 16]
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["config"] == expected.model_dump(mode="json") and "base" not in run["config"]
+    assert run["epochs_run"] == 1 and run["interface"] == interface_hash(SPEC)
+    state = json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())
+    assert state["config"] == run["config"]
+    bad = entry(tmp_path / "bad", "epochs=zero")
+    assert bad.returncode == 1 and "--set epochs=zero: epochs: input should be a valid integer" in bad.stderr
+    assert not (tmp_path / "bad").exists()
 
 
 def test_model_takes_raw_values_and_exports_to_onnx(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The model-updater (tools/updater.py) against real bundles: a tiny real ONNX model, real ONNX Runtime,
+"""The model-updater (tools/edge/updater.py) against real bundles: a tiny real ONNX model, real ONNX Runtime,
 signed bundles in a ``file://`` store (and once in the S3 API server), crashes by real SIGKILL."""
 
 from __future__ import annotations
@@ -28,14 +28,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from prometheus_client import generate_latest
 
 from tests.conftest import REPO
-from tools.bundle import publish_bundle
-from tools.devservices import S3Endpoint
-from tools.errors import ConfigError
-from tools.fleetsim import build_model  # the tiny real ONNX model, shared with the simulator
-from tools.release import Release, make_release, render_no_release, render_release
-from tools.signing import generate_keypair, private_key_from_pem, public_key_from_pem
-from tools.store import Store, open_store
-from tools.updater import (
+from tools.artifacts.bundle import publish_bundle
+from tools.artifacts.release import Release, make_release, render_no_release, render_release
+from tools.core.errors import ConfigError
+from tools.core.signing import generate_keypair, private_key_from_pem, public_key_from_pem
+from tools.core.store import Store, open_store
+from tools.edge.updater import (
     CRASH_ENV,
     CRASH_STEPS,
     CURRENT,
@@ -46,6 +44,8 @@ from tools.updater import (
     run,
     serve_http,
 )
+from tools.kits.devservices import S3Endpoint
+from tools.kits.fleetsim import build_model  # the tiny real ONNX model, shared with the simulator
 
 INTERFACE = "sha256:" + hashlib.sha256(b"edgeops tiny test interface").hexdigest()
 OTHER_INTERFACE = "sha256:" + hashlib.sha256(b"another interface").hexdigest()
@@ -454,7 +454,7 @@ def run_updater(
     env = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
     if crash_at:
         env[CRASH_ENV] = crash_at
-    command = [sys.executable, "-m", "tools.updater", "run", "--once", "--log-json", "--keep", "1",
+    command = [sys.executable, "-m", "tools.edge.updater", "run", "--once", "--log-json", "--keep", "1",
                "--release", str(release_file), "--root", str(root),
                "--public-key", str(world.public_key_path), "--accept-interface", INTERFACE]  # fmt: skip
     return subprocess.run(
@@ -665,7 +665,7 @@ def test_the_loop_follows_the_release_file(world: World) -> None:
 def test_the_agent_process_serves_http_and_stops_on_sigterm(world: World) -> None:
     release_file = world.write_release(world.releases["v1.0"])
     root = world.tmp / "models"
-    command = [sys.executable, "-m", "tools.updater", "run", "--log-json", "--interval", "0.05",
+    command = [sys.executable, "-m", "tools.edge.updater", "run", "--log-json", "--interval", "0.05",
                "--listen", "127.0.0.1:0", "--release", str(release_file), "--root", str(root),
                "--public-key", str(world.public_key_path)]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != CRASH_ENV} | {"NODE_NAME": "edge-001"}

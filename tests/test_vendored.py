@@ -1,4 +1,5 @@
-"""What the repository vendors from upstream (tools/vendored): the Argo CRD schemas and the action pins."""
+"""What the repository vendors from upstream (tools/gitops/vendored): the Argo CRD schemas and
+the action pins."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tools.errors import ConfigError, EdgeopsError
-from tools.manifests import VENDORED_CRDS, crd_folder, load_crd_schemas, validate_object
-from tools.vendored.refresh import (
+from tools.core.errors import ConfigError, EdgeopsError
+from tools.gitops.manifests import VENDORED_CRDS, crd_folder, load_crd_schemas, validate_object
+from tools.gitops.vendored.refresh import (
     ARGO,
     PINS,
     compact_crd,

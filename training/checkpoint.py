@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from tools.fsutil import fsync_path
+from tools.core.fsutil import fsync_path, replace_folder
 
 __all__ = ["flatten_optimizer", "load_checkpoint", "save_checkpoint", "unflatten_optimizer"]
 
@@ -36,12 +36,7 @@ def save_checkpoint(folder: Path, tensors: dict[str, torch.Tensor], state: dict[
     for name in (_TENSORS, _STATE):
         fsync_path(tmp / name)
     fsync_path(tmp)
-    old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    fsync_path(folder.parent)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_folder(tmp, folder)
 
 
 def load_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

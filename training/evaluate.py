@@ -22,12 +22,12 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from tools.config import EvaluationGates
-from tools.errors import EdgeopsError
+from tools.core.config import EvaluationGates
+from tools.core.errors import EdgeopsError
 from training.config import TrainingConfig
 from training.metrics import evaluate
-from training.model import FailureModeModel
-from training.train import Snapshot, load_snapshot
+from training.model import FailureModeModel, in_batches
+from training.train import TrainingTensors, load_snapshot
 
 __all__ = ["FleetModel", "evaluate_run", "load_fleet_model", "load_run", "predict_onnx", "predict_torch"]
 
@@ -50,23 +50,22 @@ def load_run(run_dir: Path) -> tuple[FailureModeModel, TrainingConfig, dict[str,
 
 @torch.inference_mode()
 def predict_torch(
-    model: FailureModeModel, snap: Snapshot, idx: torch.Tensor, batch: int = 4096
+    model: FailureModeModel, snap: TrainingTensors, idx: torch.Tensor, batch: int = 4096
 ) -> np.ndarray:
-    out = []
-    for start in range(0, len(idx), batch):
-        b = idx[start : start + batch]
-        out.append(torch.sigmoid(model(*snap.take(b))).numpy())
+    out = in_batches(lambda rows: torch.sigmoid(model(*snap.take(rows))).numpy(), idx, batch)
     return np.concatenate(out) if out else np.zeros((0, snap.labels.shape[1]), np.float32)
 
 
-def predict_onnx(onnx_bytes: bytes, snap: Snapshot, idx: torch.Tensor, batch: int = 4096) -> np.ndarray:
-    import onnxruntime as ort
+def predict_onnx(
+    onnx: bytes | Any, snap: TrainingTensors, idx: torch.Tensor, batch: int = 4096
+) -> np.ndarray:
+    """Probabilities for rows ``idx`` from an ONNX model: its bytes, or an open ``InferenceSession``."""
+    if isinstance(onnx, bytes):
+        import onnxruntime as ort
 
-    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    out = []
-    for start in range(0, len(idx), batch):
-        b = idx[start : start + batch]
-        out.append(session.run(["probabilities"], snap.feed(b))[0])
+        onnx = ort.InferenceSession(onnx, providers=["CPUExecutionProvider"])
+    session = onnx
+    out = in_batches(lambda rows: session.run(["probabilities"], snap.feed(rows))[0], idx, batch)
     return np.concatenate(out) if out else np.zeros((0, snap.labels.shape[1]), np.float32)
 
 
@@ -86,10 +85,10 @@ def load_fleet_model(release_path: Path, public_key_path: Path) -> FleetModel | 
     The release file is read, not trusted: the bundle it names is verified (digests + signature) against
     the committed public key before its model is used.
     """
-    from tools.bundle import verify_bundle_uri
-    from tools.release import load_release, verify_release
-    from tools.signing import load_public_key
-    from tools.store import open_store
+    from tools.artifacts.bundle import verify_bundle_uri
+    from tools.artifacts.release import load_release, verify_release
+    from tools.core.signing import load_public_key
+    from tools.core.store import open_store
 
     if not release_path.is_file():
         return None

@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from tools.errors import EdgeopsError
+from tools.core.errors import EdgeopsError
 from training.config import DataSpec
 from training.interface import INPUT_NAMES, OUTPUT_NAME
 from training.model import FailureModeModel, WithProbabilities
-from training.train import Snapshot, load_snapshot
+from training.train import TrainingTensors, load_snapshot
 
 __all__ = ["OPSET", "build_tensorrt_engine", "export_onnx", "export_run", "run_tensorrt"]
 
@@ -88,7 +88,7 @@ def _latency_ms(session: object, feed: dict[str, np.ndarray], runs: int) -> dict
     }
 
 
-def _golden(snap: Snapshot, test_idx: torch.Tensor, session: object) -> dict[str, object]:
+def _golden(snap: TrainingTensors, test_idx: torch.Tensor, session: object) -> dict[str, object]:
     """A few fixed inputs with the outputs the deployed runtime must reproduce: the node's health check.
 
     Test rows, plus the same first row with ids no vocabulary holds (the "unknown" path must work too).
@@ -175,7 +175,7 @@ def export_run(run_dir: Path, snapshot_dir: Path | None = None) -> dict[str, Any
     """``edgeops export``: ONNX, parity, latency, golden (+ TensorRT where available) into ``run/export/``."""
     import onnxruntime as ort
 
-    from training.evaluate import load_run, predict_torch
+    from training.evaluate import load_run, predict_onnx, predict_torch
 
     model, cfg, run = load_run(run_dir)
     spec = cfg.data_spec()
@@ -189,12 +189,7 @@ def export_run(run_dir: Path, snapshot_dir: Path | None = None) -> dict[str, Any
     # Parity on the whole test split: probabilities and the decisions they lead to.
     thresholds = np.array([run["thresholds"][n] for n in spec.labels])
     reference = predict_torch(model, snap, test_idx)
-    onnx_probs = np.concatenate(
-        [
-            session.run(["probabilities"], snap.feed(test_idx[s : s + 4096]))[0]
-            for s in range(0, len(test_idx), 4096)
-        ]
-    )
+    onnx_probs = predict_onnx(session, snap, test_idx)
     max_diff = float(np.abs(onnx_probs - reference).max())
     flips = int(((onnx_probs >= thresholds) != (reference >= thresholds)).any(axis=1).sum())
     if max_diff > PARITY_ATOL or flips:

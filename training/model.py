@@ -30,16 +30,25 @@ graph is an ``Unsqueeze`` and plain 2-D ``Conv``s, which TensorRT builds nativel
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from training.config import TrainingConfig
 
-__all__ = ["ID_INPUTS", "FailureModeModel", "WithProbabilities", "count_parameters", "sensor_statistics"]
+__all__ = [
+    "ID_INPUTS",
+    "FailureModeModel",
+    "WithProbabilities",
+    "count_parameters",
+    "in_batches",
+    "sensor_statistics",
+]
 
 ID_INPUTS = ("product_id", "recipe_id", "asset_id")
+_T = TypeVar("_T")
 
 
 class _IdEmbedding(nn.Module):
@@ -149,3 +158,10 @@ class WithProbabilities(nn.Module):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def in_batches(run: Callable[[Tensor], _T], rows: Tensor, batch: int) -> list[_T]:
+    """``run`` on ``rows`` in consecutive slices of ``batch`` rows (the last one shorter), in order: the one
+    batched prediction loop, for PyTorch and ONNX Runtime alike (training's validation, evaluation, the
+    export's parity check). The caller sets the mode (inference_mode, eval, autocast) and joins the pieces."""
+    return [run(rows[start : start + batch]) for start in range(0, len(rows), batch)]

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tools.bundle import list_versions, next_version, parse_sha256sums, publish_bundle
-from tools.errors import EdgeopsError
-from tools.pg import connect
-from tools.store import open_store
+from tools.artifacts.bundle import list_versions, next_version, parse_sha256sums, publish_bundle
+from tools.core.errors import EdgeopsError
+from tools.core.pg import connect
+from tools.core.store import open_store
 from training.card import build_card, render_card
 
 __all__ = ["MODEL_VERSIONS_DDL", "PublishOutcome", "publish_run"]

@@ -35,7 +35,6 @@ import queue
 import re
 import shutil
 import struct
-import threading
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -49,12 +48,12 @@ import numpy as np
 import psycopg2
 from botocore.exceptions import ClientError
 
-from tools.errors import EdgeopsError, LdoError, ServiceError
-from tools.fsutil import fsync_path
-from tools.log import fields
-from tools.pg import connect, describe_dsn
-from tools.progress import Progress
-from tools.s3 import parse_s3_uri, s3_client, s3_errors
+from tools.core.errors import EdgeopsError, LdoError, ServiceError
+from tools.core.fsutil import fsync_path, replace_folder, sha256_file, write_atomic
+from tools.core.log import fields
+from tools.core.pg import connect, describe_dsn
+from tools.core.progress import Progress
+from tools.core.s3 import parse_s3_uri, s3_client, s3_errors
 from training.config import DataSpec
 from training.data.ldo import Ldo, parse_ldo
 
@@ -151,10 +150,7 @@ class LdoCache:
             return None
 
     def put_parsed(self, etag: str, spec: DataSpec, ldo: Ldo) -> None:
-        path = self._rec_path(etag, spec)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_bytes(self._encode(ldo))
-        os.replace(tmp, path)
+        write_atomic(self._rec_path(etag, spec), self._encode(ldo), durable=False)  # derived: no fsync
 
     def _encode(self, ldo: Ldo) -> bytes:
         text = json.dumps([ldo.ldo_id, ldo.created_at.isoformat(), ldo.device_id]).encode()
@@ -198,15 +194,7 @@ class LdoCache:
     def put(self, etag: str, data: bytes) -> None:
         final = self.path(etag)
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f".{final.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_atomic(final, data)
 
 
 # --- sources ----------------------------------------------------------------------------------------------
@@ -583,7 +571,7 @@ def build_snapshot(
         )
         with open(tensors, "rb+") as f:
             os.fsync(f.fileno())
-        tensor_digest = "sha256:" + _file_sha256(tensors)
+        tensor_digest = "sha256:" + sha256_file(tensors)
         with open(tmp / "index.tsv", "w", encoding="utf-8") as f:
             f.write("ldo_id\tetag\tsplit\n")
             f.writelines(
@@ -646,7 +634,7 @@ def build_snapshot(
             },
         )
         fsync_path(tmp)
-        _replace_dir(tmp, out)
+        replace_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -669,23 +657,3 @@ def build_snapshot(
             extra=fields(**{k.replace(".", "_"): v for k, v in reject_counts.most_common(5)}),
         )
     return report
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _replace_dir(new: Path, out: Path) -> None:
-    """Put ``new`` at ``out``: a rename when ``out`` is absent, else swap via a sibling and delete the old."""
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-        os.replace(new, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, out)
-    fsync_path(out.parent)

@@ -29,7 +29,6 @@ import math
 import os
 import platform
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -43,21 +42,24 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from tools.errors import EdgeopsError
-from tools.log import fields
+from tools.core.errors import EdgeopsError
+from tools.core.git import git_commit
+from tools.core.log import fields
 from training.checkpoint import flatten_optimizer, load_checkpoint, save_checkpoint, unflatten_optimizer
 from training.config import DataSpec, TrainingConfig, load_training_config
 from training.interface import INPUT_NAMES, interface_hash
-from training.model import ID_INPUTS, FailureModeModel, count_parameters, sensor_statistics
+from training.model import ID_INPUTS, FailureModeModel, count_parameters, in_batches, sensor_statistics
 
-__all__ = ["EXIT_PREEMPTED", "Snapshot", "load_snapshot", "main", "train", "train_step"]
+__all__ = ["EXIT_PREEMPTED", "TrainingTensors", "load_snapshot", "main", "train", "train_step"]
 
 log = logging.getLogger("edgeops.train")
 EXIT_PREEMPTED = 143  # 128 + SIGTERM: stopped on request, checkpoint saved
 
 
 @dataclass
-class Snapshot:
+class TrainingTensors:
+    """A snapshot folder (training/snapshot.py writes it) loaded into tensors on the training device."""
+
     sensors: torch.Tensor  # (N, C, T) float32
     ids: dict[str, torch.Tensor]  # each (N,) int64, raw ids
     labels: torch.Tensor  # (N, L) float32 0/1
@@ -80,7 +82,7 @@ class Snapshot:
         return {name: t.cpu().numpy() for name, t in zip(INPUT_NAMES, self.take(rows), strict=True)}
 
 
-def load_snapshot(folder: Path, spec: DataSpec, device: torch.device) -> Snapshot:
+def load_snapshot(folder: Path, spec: DataSpec, device: torch.device) -> TrainingTensors:
     meta_path = folder / "snapshot.json"
     if not meta_path.is_file():
         raise EdgeopsError(
@@ -95,7 +97,7 @@ def load_snapshot(folder: Path, spec: DataSpec, device: torch.device) -> Snapsho
             f"{folder}: the snapshot's data interface {got} does not match the training config's {want}"
         )
     t = load_file(str(folder / "tensors.safetensors"), device=str(device))
-    return Snapshot(
+    return TrainingTensors(
         sensors=t["sensors"],
         ids={name: t[name] for name in ID_INPUTS},
         labels=t["labels"].to(torch.float32),
@@ -126,8 +128,8 @@ def _schedule(cfg: TrainingConfig, steps_per_epoch: int) -> Any:
 
 
 def train_step(
-    net: Callable[..., torch.Tensor], optim: torch.optim.Optimizer, snap: Snapshot, rows: torch.Tensor, *,
-    grad_clip: float, amp: bool,
+    net: Callable[..., torch.Tensor], optim: torch.optim.Optimizer, snap: TrainingTensors,
+    rows: torch.Tensor, *, grad_clip: float, amp: bool,
 ) -> torch.Tensor:  # fmt: skip
     """One optimiser step on the snapshot's ``rows``; returns the (undetached) loss. ``net`` may be the model,
     its DDP wrapper or its compiled form; gradients are clipped over the optimiser's parameters."""
@@ -145,32 +147,24 @@ def train_step(
 
 @torch.inference_mode()
 def _predict(
-    model: torch.nn.Module, snap: Snapshot, idx: torch.Tensor, batch: int, amp: bool
+    model: torch.nn.Module, snap: TrainingTensors, idx: torch.Tensor, batch: int, amp: bool
 ) -> torch.Tensor:
     """Logits for rows ``idx``, in float32, batch by batch."""
     model.eval()
-    out = []
-    for start in range(0, len(idx), batch):
-        b = idx[start : start + batch]
+
+    def logits(rows: torch.Tensor) -> torch.Tensor:
         with torch.autocast(snap.sensors.device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(*snap.take(b))
-        out.append(logits.float())
+            out: torch.Tensor = model(*snap.take(rows))
+        return out.float()
+
+    out = in_batches(logits, idx, batch)
     return torch.cat(out) if out else torch.empty(0, snap.labels.shape[1], device=snap.sensors.device)
 
 
 def _git_commit() -> str | None:
     """HEAD of the checkout the code runs from, with ``-dirty`` when it has uncommitted changes."""
-    here = Path(__file__).parent
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=here
-        )
-        status = ["git", "status", "--porcelain", "--untracked-files=no"]
-        dirty = subprocess.run(status, capture_output=True, text=True, check=True, cwd=here).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    commit = head.stdout.strip()
-    return f"{commit}-dirty" if commit and dirty else commit or None
+    commit, dirty = git_commit(Path(__file__).parent)  # (None, False) without git or outside a checkout
+    return f"{commit}-dirty" if commit and dirty else commit
 
 
 def train(snapshot_dir: Path, cfg: TrainingConfig, out: Path, *, resume: bool = False) -> dict[str, Any]:
@@ -405,9 +399,10 @@ def train(snapshot_dir: Path, cfg: TrainingConfig, out: Path, *, resume: bool = 
 
 
 def _finish(
-    *, model: FailureModeModel, snap: Snapshot, cfg: TrainingConfig, out: Path, history: list[dict[str, Any]],
-    val_idx: torch.Tensor, test_idx: torch.Tensor, amp: bool, wall: float, world: int, device: torch.device,
-    best_epoch: int, stopped_early: bool, snapshot_dir: Path, n_params: int, n_train: int,
+    *, model: FailureModeModel, snap: TrainingTensors, cfg: TrainingConfig, out: Path,
+    history: list[dict[str, Any]], val_idx: torch.Tensor, test_idx: torch.Tensor, amp: bool, wall: float,
+    world: int, device: torch.device, best_epoch: int, stopped_early: bool, snapshot_dir: Path,
+    n_params: int, n_train: int,
 ) -> dict[str, Any]:  # fmt: skip
     """After the loop (lead rank): thresholds on val, metrics on test, weights, plots and run.json."""
     from training.metrics import confusion, evaluate, tune_thresholds
@@ -484,18 +479,23 @@ def _finish(
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for ``torchrun -m training.train`` (``edgeops train --nproc N`` starts it)."""
-    from tools.log import setup_logging
+    from tools.core.log import setup_logging
 
     parser = argparse.ArgumentParser(prog="python -m training.train")
     parser.add_argument("--snapshot", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--config")
+    parser.add_argument(
+        "--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
+        help="override one training-config key, e.g. --set epochs=5 (repeatable; a YAML value)",
+    )  # fmt: skip
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--log-json", action="store_true")
     args = parser.parse_args(argv)
     setup_logging(json_lines=args.log_json)
-    cfg = load_training_config(Path(args.config) if args.config else None)
     try:
+        # every rank builds the same effective config: the file, its base: chain, then each --set in order
+        cfg = load_training_config(Path(args.config) if args.config else None, overrides=args.overrides)
         train(Path(args.snapshot), cfg, Path(args.out), resume=args.resume)
     except EdgeopsError as exc:
         log.error(str(exc))

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from tools.errors import LdoError
+from tools.core.errors import LdoError
 from training.config import DataSpec
 
 __all__ = ["LDO_ID_PATTERN", "SCHEMA", "Ldo", "dumps", "parse_ldo", "validate_ldo", "validate_ldo_id"]

@@ -26,11 +26,11 @@ from typing import Any
 
 from psycopg2.extras import execute_values
 
-from tools.errors import EdgeopsError, LdoError, ServiceError
-from tools.log import fields
-from tools.pg import connect, describe_dsn
-from tools.progress import Progress
-from tools.s3 import ensure_bucket, parse_s3_uri, s3_client, s3_errors
+from tools.core.errors import EdgeopsError, LdoError, ServiceError
+from tools.core.log import fields
+from tools.core.pg import connect, describe_dsn
+from tools.core.progress import Progress
+from tools.core.s3 import ensure_bucket, parse_s3_uri, s3_client, s3_errors
 from training.config import DataSpec
 from training.data.ldo import parse_ldo
 

@@ -24,7 +24,6 @@ next month of the same fleet), while another seed is another plant.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -33,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from tools.core.fsutil import write_atomic
 from training.config import DataSpec
 from training.data.ldo import SCHEMA, dumps
 
@@ -325,7 +325,7 @@ def write_dataset(
 ) -> SynthSummary:
     """Write ``n`` records as ``out_dir/<ldo_id>.json`` (created if missing) and count their labels.
 
-    Each file appears whole or not at all (temp name in the same directory, then ``os.replace``), so a
+    Each file appears whole or not at all (:func:`~tools.core.fsutil.write_atomic`), so a
     reader listing the directory mid-run, or after a crash, never sees half a record. No fsync per file:
     a lost file after a power cut is simply regenerated, and 100,000 fsyncs would dominate the run time.
     Files already in ``out_dir`` with other names are left alone.
@@ -337,14 +337,7 @@ def write_dataset(
     healthy = 0
     written = 0
     for doc in records:
-        path = out_dir / f"{doc['ldo_id']}.json"
-        tmp = out_dir / f".{path.name}.{os.getpid()}.tmp"
-        try:
-            tmp.write_bytes(dumps(doc))
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_atomic(out_dir / f"{doc['ldo_id']}.json", dumps(doc), durable=False)
         for name, value in doc["labels"].items():
             label_counts[name] += value
         healthy += not any(doc["labels"].values())

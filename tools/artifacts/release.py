@@ -1,0 +1,509 @@
+"""The release file ``environments/<ring>/release.yaml``: the one contract between training and delivery.
+
+A release pins one model bundle for one ring (DESIGN.md, "Release file")::
+
+    # Model release for ring "pilot". Changed by pull requests only: the training pipeline proposes,
+    # `edgeops promote` copies pilot → fleet, `git revert` rolls back.
+    version: v2.1
+    interface: sha256:<64 hex>
+    bundle: s3://context-edge-models/models/v2.1/
+    files:
+      model.onnx: {sha256: <64 hex>, bytes: 120345}
+      golden.json: {sha256: <64 hex>, bytes: 20480}
+    signature: ed25519:<base64> # over the canonical JSON of version, interface, bundle, files
+    metrics: {accuracy: 0.941, fp_rate: 0.021, fn_rate: 0.027}
+    source: {commit: 0123abc, dataset: 'sha256:…', run: runs/2026-11}
+
+``signature`` is the Ed25519 signature (:mod:`tools.core.signing`) of :func:`signed_payload`: the
+canonical JSON
+of ``version``, ``interface``, ``bundle`` and ``files`` only. Those four decide what a node downloads and
+runs, so nobody without the private key can change them. ``metrics`` and ``source`` are information for the
+reviewer of the release PR and are deliberately *not* signed: a promotion may annotate them without
+re-signing. ``files`` lists the bundle's content files a node needs (at least ``model.onnx`` and
+``golden.json``, the health check's input); ``bundle`` is the bundle folder ``<store>/models/<version>/``.
+
+Before a ring's first release its file states that there is none: ``version`` is null and nothing else is
+set. The model-updater then idles, reports ready, and keeps whatever model a node already has::
+
+    # Model release for ring "fleet". Changed by pull requests only: the training pipeline proposes,
+    # `edgeops promote` copies pilot → fleet, `git revert` rolls back.
+    # No release yet: the model-updater idles, reports ready and keeps whatever model a node already has.
+    version: null
+
+:func:`parse_release` reads both forms (``None`` for the empty one) and refuses anything else with the file
+and the key at fault; :func:`render_release` and :func:`render_no_release` write them, deterministically, in
+the key order above (release PRs edit the file with ruamel.yaml round-trip, so comments and order survive).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from io import StringIO
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.error import YAMLError
+from ruamel.yaml.scalarstring import SingleQuotedScalarString
+
+from tools.artifacts.bundle import (
+    MODELS_PREFIX,
+    SIGNATURE_FILE,
+    SUMS_FILE,
+    BundleError,
+    FileEntry,
+    parse_version,
+)
+from tools.core.errors import EdgeopsError
+from tools.core.names import FILE_NAME, FILE_NAME_RULE, INTERFACE, RING_NAME, RING_NAME_RULE, SHA256_HEX
+from tools.core.signing import SIGNATURE_PREFIX, SignatureError, key_id, sign, verify
+
+__all__ = [
+    "REQUIRED_FILES",
+    "Release",
+    "ReleaseError",
+    "ReleaseSignatureError",
+    "edit_release_text",
+    "load_release",
+    "make_release",
+    "parse_release",
+    "render_no_release",
+    "render_release",
+    "sign_release",
+    "signed_payload",
+    "verify_release",
+]
+
+# The updater's health check needs both: the model, and the inputs/outputs it must reproduce.
+REQUIRED_FILES = ("model.onnx", "golden.json")
+_KEYS = ("version", "interface", "bundle", "files", "signature", "metrics", "source")
+_SIGNED_KEYS = ("version", "interface", "bundle", "files")
+_SCHEMES = ("s3://", "file://")
+_SIGNATURE_COMMENT = "over the canonical JSON of version, interface, bundle, files"
+_NO_RELEASE_COMMENT = (
+    "No release yet: the model-updater idles, reports ready and keeps whatever model a node already has."
+)
+
+
+class ReleaseError(EdgeopsError):
+    """A release file is malformed, or a release cannot be built from the given values."""
+
+
+class ReleaseSignatureError(ReleaseError):
+    """A release's signature is malformed or does not verify under the trusted public key."""
+
+
+@dataclass(frozen=True)
+class Release:
+    """One parsed, well-formed release (its signature is checked by :func:`verify_release`, not here)."""
+
+    version: str
+    interface: str  # "sha256:<64 hex>"
+    bundle: str  # "<store>/models/<version>/", with the trailing slash
+    files: dict[str, FileEntry]
+    signature: str  # "ed25519:<base64>"
+    metrics: dict[str, Any] = field(default_factory=dict)  # not signed
+    source: dict[str, Any] = field(default_factory=dict)  # not signed
+
+    @property
+    def store_uri(self) -> str:
+        """The store holding the bundle (``s3://bucket/prefix`` or ``file:///path``), for ``open_store``."""
+        return self.bundle[: -len(f"/{MODELS_PREFIX}/{self.version}/")]
+
+    def object_key(self, name: str) -> str:
+        """The store key of one bundle file: ``models/<version>/<name>``."""
+        return f"{MODELS_PREFIX}/{self.version}/{name}"
+
+
+# --- signing --------------------------------------------------------------------------------------------
+
+
+def _plain_files(files: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {name: {"sha256": entry["sha256"], "bytes": entry["bytes"]} for name, entry in files.items()}
+
+
+def signed_payload(version: str, interface: str, bundle: str, files: Mapping[str, FileEntry]) -> bytes:
+    """The exact bytes a release signature covers: canonical JSON of the four signed fields."""
+    doc = {"version": version, "interface": interface, "bundle": bundle, "files": _plain_files(files)}
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def sign_release(
+    private_key: Ed25519PrivateKey,
+    *,
+    version: str,
+    interface: str,
+    bundle: str,
+    files: Mapping[str, FileEntry],
+) -> str:
+    """The ``signature`` value (``ed25519:<base64>``) for these signed fields."""
+    return sign(private_key, signed_payload(version, interface, bundle, files))
+
+
+def verify_release(release: Release, public_key: Ed25519PublicKey) -> None:
+    """Return when ``release.signature`` signs its signed fields under ``public_key``; else raise."""
+    payload = signed_payload(release.version, release.interface, release.bundle, release.files)
+    try:
+        verify(public_key, payload, release.signature)
+    except SignatureError as exc:
+        raise ReleaseSignatureError(
+            f"release {release.version}: {exc}. Its version, interface, bundle or files were changed after "
+            f"signing, or it was signed by a key other than the trusted one ({key_id(public_key)}); "
+            "re-propose the release with the pipeline's signing key"
+        ) from None
+
+
+def make_release(
+    private_key: Ed25519PrivateKey,
+    *,
+    version: str,
+    interface: str,
+    bundle: str,
+    files: Mapping[str, FileEntry],
+    metrics: Mapping[str, Any] | None = None,
+    source: Mapping[str, Any] | None = None,
+) -> Release:
+    """A checked, signed :class:`Release` (what ``propose`` writes and tests and the fleet simulator use)."""
+    signature = sign_release(private_key, version=version, interface=interface, bundle=bundle, files=files)
+    doc: dict[str, Any] = {
+        "version": version,
+        "interface": interface,
+        "bundle": bundle,
+        "files": _plain_files(files),
+        "signature": signature,
+        "metrics": dict(metrics or {}),
+        "source": dict(source or {}),
+    }
+    release = _from_doc(doc, "release")
+    assert release is not None  # a version was given, so this is never the "no release" form
+    return release
+
+
+# --- parsing --------------------------------------------------------------------------------------------
+
+
+def load_release(path: str | os.PathLike[str]) -> Release | None:
+    """:func:`parse_release` of the file at ``path``; None for the "no release yet" form."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        raise ReleaseError(
+            f"{path}: no such release file; check the path (on a node: the release ConfigMap mount)"
+        ) from None
+    except UnicodeDecodeError:
+        raise ReleaseError(f"{path}: not UTF-8 text; a release file is YAML") from None
+    except OSError as exc:
+        raise ReleaseError(f"{path}: cannot read the release file ({exc.strerror})") from None
+    return parse_release(text, source=str(path))
+
+
+def parse_release(text: str, *, source: str) -> Release | None:
+    """The release in ``text``, or None for the documented "no release yet" form (``version: null``).
+
+    ``source`` names the text in error messages (a path). Anything malformed raises :class:`ReleaseError`
+    naming ``source`` and the key at fault.
+    """
+    try:
+        doc = YAML(typ="safe", pure=True).load(text)
+    except YAMLError as exc:
+        detail = " ".join(str(exc).split())
+        raise ReleaseError(f"{source}: not valid YAML ({detail}); fix the syntax") from None
+    if doc is None:
+        raise ReleaseError(
+            f'{source}: the release file is empty; write `version: null` for "no release yet", or a full '
+            "release (version, interface, bundle, files, signature)"
+        )
+    if not isinstance(doc, dict):
+        raise ReleaseError(
+            f"{source}: expected a mapping of release keys at the top level, found {_kind(doc)}"
+        )
+    return _from_doc(doc, source)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+            dict: "a mapping"}.get(type(value), type(value).__name__)  # fmt: skip
+
+
+def _from_doc(doc: Mapping[Any, Any], source: str) -> Release | None:
+    def fail(key: str, problem: str) -> ReleaseError:
+        return ReleaseError(f"{source}: {key}: {problem}")
+
+    unknown = [str(k) for k in doc if k not in _KEYS]
+    if unknown:
+        raise fail(
+            unknown[0],
+            f"unknown key; a release file has only {', '.join(_KEYS)} (check the spelling)",
+        )
+    if "version" not in doc:
+        raise fail("version", 'missing; write `version: null` for "no release yet"')
+    version = doc["version"]
+    if version is None:
+        set_keys = [k for k in _KEYS if k != "version" and doc.get(k) not in (None, {}, "")]
+        if set_keys:
+            raise fail(
+                set_keys[0],
+                'set although version is null ("no release yet"); either give the version or remove the '
+                "other keys",
+            )
+        return None
+    if not isinstance(version, str):
+        raise fail("version", f"expected a string such as v2.1, found {_kind(version)} {version!r}")
+    try:
+        parse_version(version)
+    except BundleError as exc:
+        raise fail("version", str(exc)) from None
+
+    for key in ("interface", "bundle", "files", "signature"):
+        if doc.get(key) is None:
+            raise fail(key, "missing; a release needs version, interface, bundle, files and signature")
+
+    interface = doc["interface"]
+    if not isinstance(interface, str) or not INTERFACE.fullmatch(interface):
+        raise fail(
+            "interface",
+            f"{interface!r} is not an interface hash: expected sha256:<64 lowercase hex> (the model card's "
+            "`interface`)",
+        )
+
+    bundle = doc["bundle"]
+    suffix = f"/{MODELS_PREFIX}/{version}/"
+    if not isinstance(bundle, str):
+        raise fail("bundle", f"expected a string URI, found {_kind(bundle)}")
+    store = bundle[: -len(suffix)] if bundle.endswith(suffix) else ""
+    if not any(store.startswith(scheme) and len(store) > len(scheme) for scheme in _SCHEMES):
+        raise fail(
+            "bundle",
+            f"{bundle!r} is not this version's bundle folder: expected <store>{suffix} with the store "
+            f"s3://bucket[/prefix] or file:///path (and the trailing '/')",
+        )
+    if any(ch.isspace() or ch in "\\\0" for ch in bundle):
+        raise fail("bundle", f"{bundle!r} contains whitespace, backslashes or NUL")
+
+    files = _files(doc["files"], fail)
+
+    signature = doc["signature"]
+    if not isinstance(signature, str) or not signature.startswith(SIGNATURE_PREFIX):
+        raise fail(
+            "signature",
+            f"expected {SIGNATURE_PREFIX}<base64> (written by the training pipeline), found "
+            f"{_kind(signature)}",
+        )
+
+    extras: dict[str, dict[str, Any]] = {}
+    for key in ("metrics", "source"):
+        value = doc.get(key)
+        if value is None:
+            value = {}
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise fail(key, f"expected a mapping with string keys (or nothing), found {_kind(value)}")
+        extras[key] = dict(value)
+
+    return Release(
+        version=version,
+        interface=interface,
+        bundle=bundle,
+        files=files,
+        signature=signature,
+        metrics=extras["metrics"],
+        source=extras["source"],
+    )
+
+
+def _files(value: Any, fail: Callable[[str, str], ReleaseError]) -> dict[str, FileEntry]:
+    if not isinstance(value, dict) or not value:
+        raise fail(
+            "files", f"expected a non-empty mapping of file name → {{sha256, bytes}}, found {_kind(value)}"
+        )
+    files: dict[str, FileEntry] = {}
+    for name, entry in value.items():
+        key = f"files.{name}"
+        if not isinstance(name, str) or not FILE_NAME.fullmatch(name) or "/" in name or name in (".", ".."):
+            raise fail(
+                key,
+                f"{name!r} is not a bundle file name: use {FILE_NAME_RULE}",
+            )
+        if name in (SUMS_FILE, SIGNATURE_FILE):
+            raise fail(key, f"{name} is the bundle's own checksum list; list only content files")
+        if not isinstance(entry, dict):
+            raise fail(key, f"expected {{sha256: <64 hex>, bytes: <size>}}, found {_kind(entry)}")
+        extra = sorted(str(k) for k in entry if k not in ("sha256", "bytes"))
+        if extra:
+            raise fail(f"{key}.{extra[0]}", "unknown key; a file entry has only sha256 and bytes")
+        digest = entry.get("sha256")
+        if not isinstance(digest, str) or not SHA256_HEX.fullmatch(digest):
+            raise fail(
+                f"{key}.sha256",
+                f"{digest!r} is not a sha256 digest: expected 64 lowercase hex digits (from the bundle's "
+                f"{SUMS_FILE})",
+            )
+        size = entry.get("bytes")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise fail(
+                f"{key}.bytes", f"expected the file size as an integer ≥ 0, found {_kind(size)} {size!r}"
+            )
+        files[name] = {"sha256": digest, "bytes": size}
+    missing = [name for name in REQUIRED_FILES if name not in files]
+    if missing:
+        raise fail(
+            "files",
+            f"{', '.join(missing)} missing; a node needs {' and '.join(REQUIRED_FILES)} (the model and its "
+            "health check)",
+        )
+    return files
+
+
+# --- rendering --------------------------------------------------------------------------------------------
+
+
+def _header(ring: str) -> str:
+    if not isinstance(ring, str) or not RING_NAME.fullmatch(ring):
+        raise ReleaseError(f"{ring!r} is not a ring name: use {RING_NAME_RULE}")
+    return (
+        f'# Model release for ring "{ring}". Changed by pull requests only: the training pipeline proposes,\n'
+        "# `edgeops promote` copies pilot → fleet, `git revert` rolls back.\n"
+    )
+
+
+def _scalar(value: Any) -> Any:
+    """Quote strings a YAML 1.1 reader (libyaml, PyYAML, many tools) would misread inside ``{…}``.
+
+    ruamel writes ``sha256:ab…`` plain in flow style, which YAML 1.2 allows; YAML 1.1 parsers reject a ':'
+    in a plain scalar there, and a release file must read the same everywhere.
+    """
+    if isinstance(value, str) and any(ch in value for ch in ":#{}[],&*!|>'\"%@`"):
+        return SingleQuotedScalarString(value)
+    return value
+
+
+def _flow(mapping: Mapping[str, Any]) -> CommentedMap:
+    out = CommentedMap()
+    for key, value in mapping.items():
+        out[key] = _flow(value) if isinstance(value, Mapping) else _scalar(value)
+    out.fa.set_flow_style()
+    return out
+
+
+def render_release(release: Release, *, ring: str) -> str:
+    """The text of ``environments/<ring>/release.yaml`` pinning ``release``; stable for equal input."""
+    header = _header(ring)
+    doc = CommentedMap()
+    doc["version"] = release.version
+    doc["interface"] = release.interface
+    doc["bundle"] = release.bundle
+    files = CommentedMap()
+    for name, entry in release.files.items():
+        files[name] = _flow({"sha256": entry["sha256"], "bytes": entry["bytes"]})
+    doc["files"] = files
+    doc["signature"] = release.signature
+    doc.yaml_add_eol_comment(_SIGNATURE_COMMENT, "signature", column=0)
+    # Not signed; written only when present, so a release without them stays four lines shorter.
+    if release.metrics:
+        doc["metrics"] = _flow(release.metrics)
+    if release.source:
+        doc["source"] = _flow(release.source)
+    yaml = YAML()
+    yaml.width = 4096  # never fold a digest or a signature onto two lines
+    out = StringIO()
+    yaml.dump(doc, out)
+    return header + out.getvalue()
+
+
+def render_no_release(ring: str) -> str:
+    """The documented "no release yet" file for ``ring``: the header, a line saying so, ``version: null``."""
+    return f"{_header(ring)}# {_NO_RELEASE_COMMENT}\nversion: null\n"
+
+
+# --- round-trip editing -----------------------------------------------------------------------------------
+
+_NULL_VERSION = re.compile(r"^version:\s*(null|~)?\s*(#.*)?$")
+
+
+def _round_trip_yaml() -> YAML:
+    yaml = YAML()  # round-trip: comments, key order and flow style survive
+    yaml.width = 4096
+    yaml.preserve_quotes = True
+    return yaml
+
+
+def _merge_into(target: CommentedMap, new: Mapping[str, Any]) -> None:
+    """Make ``target`` equal ``new``, editing values in place so untouched lines keep their layout."""
+    for key in [k for k in target if k not in new]:
+        del target[key]
+    for position, (key, value) in enumerate(new.items()):
+        current = target.get(key)
+        if isinstance(value, Mapping) and isinstance(current, CommentedMap):
+            _merge_into(current, value)
+        else:
+            flow = bool(target.fa.flow_style())  # inside {…}: quote what a YAML 1.1 reader would misread
+            item = _flow(value) if isinstance(value, Mapping) else _scalar(value) if flow else value
+            if key not in target:
+                target.insert(min(position, len(target)), key, item)
+            elif current != value:
+                target[key] = item
+
+
+def _as_doc(release: Release) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "version": release.version,
+        "interface": release.interface,
+        "bundle": release.bundle,
+        "files": _plain_files(release.files),
+        "signature": release.signature,
+    }
+    if release.metrics:
+        doc["metrics"] = release.metrics
+    if release.source:
+        doc["source"] = release.source
+    return doc
+
+
+def edit_release_text(old_text: str, release: Release | None, *, ring: str, source: str) -> str:
+    """``old_text`` with its release replaced by ``release`` (None: "no release yet"), comments kept.
+
+    Only the lines whose values change are rewritten (ruamel.yaml round-trip), so a promotion's diff is
+    the release lines alone. From the "no release yet" form, the line saying so goes and the release's
+    lines take the place of ``version: null``; everything else (the header, your own comments) stays.
+    The result is parsed back and compared with ``release``: a file this cannot edit faithfully is an
+    error, never a silently different release.
+    """
+    current = parse_release(old_text, source=source)  # refuses a malformed file before touching it
+    if release is None:
+        new_text = old_text if current is None else _to_no_release(old_text, ring)
+    elif current is None:
+        lines = [ln for ln in old_text.splitlines() if ln.strip() != f"# {_NO_RELEASE_COMMENT}"]
+        lines = [ln for ln in lines if not _NULL_VERSION.match(ln)]
+        body = render_release(release, ring=ring)[len(_header(ring)) :]
+        new_text = "\n".join(lines).rstrip("\n") + ("\n" if lines else "") + body
+    else:
+        yaml = _round_trip_yaml()
+        doc = yaml.load(old_text)
+        _merge_into(doc, _as_doc(release))
+        out = StringIO()
+        yaml.dump(doc, out)
+        new_text = out.getvalue()
+    check = parse_release(new_text, source=source)
+    if check != release:
+        raise ReleaseError(
+            f"{source}: editing the release file in place did not give the intended release (hand-edited "
+            f"layout?); rewrite it with `edgeops propose` from a clean file, or fix it by hand"
+        )
+    return new_text
+
+
+def _to_no_release(old_text: str, ring: str) -> str:
+    comments = []
+    for line in old_text.splitlines():
+        if not line.startswith("#"):
+            break
+        comments.append(line)
+    header = "\n".join(comments) + "\n" if comments else _header(ring)
+    return f"{header}# {_NO_RELEASE_COMMENT}\nversion: null\n"

@@ -1,0 +1,80 @@
+"""``edgeops render`` and ``edgeops validate manifests|pr``: what CI checks before anything merges."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from tools.cli._common import Formatter, project
+from tools.core.errors import EdgeopsError
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from tools.gitops.manifests import kustomize_build
+
+    proj = project(args)
+    sys.stdout.write(kustomize_build(proj.root / proj.ring(args.ring).path, repo_root=proj.root))
+    return 0
+
+
+def cmd_manifests(args: argparse.Namespace) -> int:
+    from tools.gitops.manifests import KUBERNETES_VERSION, validate_manifests
+
+    proj = project(args)
+    rings = {ring: proj.cfg.rings[ring].path for ring in proj.cfg.ring_order()}
+    report = validate_manifests(proj.root, rings, ["manifests/argocd"])
+    for problem in report.problems:
+        print(f"INVALID {problem}")
+    built = ", ".join(f"{label} ({n} objects)" for label, n in report.built.items())
+    print(f"built {built}; checked against Kubernetes {KUBERNETES_VERSION} and the Argo CRDs (strict)")
+    if not report.ok:
+        raise EdgeopsError(f"{len(report.problems)} problem(s) in the manifests (listed above)")
+    print("all manifests valid")
+    return 0
+
+
+def cmd_pr(args: argparse.Namespace) -> int:
+    from tools.gitops.gitrepo import must_be_repo
+    from tools.gitops.policy import validate_pr
+
+    proj = project(args)
+    report = validate_pr(
+        must_be_repo(proj.root), proj.cfg, base=args.base, head=args.head, now=datetime.now(UTC)
+    )
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.render())
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a", encoding="utf-8") as f:
+            f.write(f"### edgeops validate pr\n\n```\n{report.render()}\n```\n")
+    return 0 if report.ok else 1
+
+
+def register(sub: Any) -> None:
+    render = sub.add_parser("render", help="build a ring's manifests with the pinned kustomize (to stdout)")
+    render.add_argument("ring", help="a ring of edgeops.yaml, e.g. pilot")
+    render.set_defaults(handler=cmd_render)
+
+    validate = sub.add_parser("validate", help="validate manifests and pull requests before they merge")
+    validate_sub = validate.add_subparsers(dest="validate_command", metavar="WHAT", required=True)
+    vm = validate_sub.add_parser("manifests", help="every ring builds; every object passes strict validation")
+    vm.set_defaults(handler=cmd_manifests)
+    vpr = validate_sub.add_parser(
+        "pr",
+        help="the required CI check of a PR: release rules (signature, one ring, soak, no skipping)",
+        description=(
+            "Check the PR from --head into --base: changed release files parse and verify under the key on\n"
+            "base; at most one ring changes; a release PR changes nothing else; a ring promoted from\n"
+            "another gets only versions that soaked there, unless it returns to a version it ran before\n"
+            "(a rollback is never blocked); versions never go backwards otherwise.\n"
+            "Exit 0 accepted, 1 rejected."
+        ),
+        formatter_class=Formatter,
+    )
+    vpr.add_argument("--base", required=True, help="the PR's base (e.g. origin/main)")
+    vpr.add_argument("--head", required=True, help="the PR's head (e.g. HEAD)")
+    vpr.add_argument("--json", action="store_true", help="print the report as JSON")
+    vpr.set_defaults(handler=cmd_pr)

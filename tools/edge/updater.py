@@ -1,0 +1,1127 @@
+"""The model-updater: one agent per edge node that reconciles the node's model to the mounted release file.
+
+    edgeops updater run --release /etc/context-edge/release/release.yaml \\
+        --root /var/lib/context-edge/models --public-key /etc/context-edge/release/release-signing.pub \\
+        --accept-interface sha256:… --listen 0.0.0.0:9180 --log-json
+
+Layout of the model root (the only place the updater writes, so it runs with a read-only root file system)::
+
+    <root>/current -> v2.1            relative symlink; the inference service loads <root>/current/model.onnx
+    <root>/v2.1/ (model.onnx, golden.json, …, .complete)
+    <root>/v2.0/ …                    the last K versions stay, so a rollback is a swap with no download
+    <root>/v2.2.partial/              a download in progress; never valid, deleted on start
+    <root>/.updater.lock              one updater per root (a DaemonSet rollout may overlap two pods)
+
+A version folder is valid only when it holds the ``.complete`` marker, which is written (and fsynced) after
+every file was downloaded, checked against the signed release and passed the golden health check, and before
+the folder is renamed from ``<version>.partial`` to ``<version>``. ``current`` only ever changes by
+``os.replace`` of a fresh temporary symlink onto it, followed by an fsync of the root, so a reader resolving
+``current`` sees the old or the new version, never neither, and a SIGKILL at any instant leaves ``current``
+on a complete version (or absent, when the node never had one). On start the updater deletes ``.partial``
+folders, marker-less version folders and temporary links before doing anything else.
+
+One reconcile (:meth:`Updater.reconcile`): no release → idle (keep whatever is there, report ready).
+Otherwise verify the release's Ed25519 signature (before any download), check its interface against the
+accepted list (empty list = any interface: for labs, not for production rings), then
+
+- ``current`` is already the desired version and was checked by this process → nothing to do;
+- the version is cached and complete → re-verify its digests, run the golden check, swap (a rollback);
+- else download every listed file from ``<store>/models/<version>/`` into ``<version>.partial/`` (each file
+  written atomically and fsynced, its size and sha256 checked against the release), verify the files on
+  disk, check ``model.json``'s interface when the bundle has one, run the golden check, write the marker,
+  rename, swap;
+
+then POST to the reload hook (a failure is logged and counted, the swap stays) and prune to the K most
+recently installed or activated versions plus ``current``. Any failure leaves ``current`` untouched; its
+reason is logged and counted in ``edgeops_updater_failures_total{reason}`` (reasons: :data:`FAILURE_REASONS`).
+
+After a restart the first reconcile re-checks ``current`` in place (digests and golden check) and finishes
+an interrupted prune. A ``current`` whose files no longer match is downloaded again and replaced; only that
+repair renames the folder ``current`` points at, leaving the link dangling for the instant between two
+renames, which is acceptable only because the model there is already known to be damaged.
+
+HTTP (``--listen``): ``/ready`` (200 when ``current`` is the desired version and passed its check, or when
+idle; else 503 with the reason), ``/healthz`` (liveness: 503 when the loop has not progressed for
+ten intervals or 600 s, whichever is longer), ``/metrics`` (Prometheus text of this updater's own registry).
+
+Tests kill the process at named steps (:data:`CRASH_STEPS`) with ``EDGEOPS_UPDATER_CRASH_AT=<step>``, which
+sends the process SIGKILL when the step is reached; never set it outside tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import fcntl
+import hashlib
+import http.client
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
+
+from tools.artifacts.bundle import FileEntry, parse_version
+from tools.artifacts.release import Release, ReleaseError, ReleaseSignatureError, load_release, verify_release
+from tools.core.errors import ConfigError, EdgeopsError
+from tools.core.fsutil import fsync_path, sha256_file, write_atomic
+from tools.core.log import fields, setup_logging
+from tools.core.names import INTERFACE, VERSION
+from tools.core.signing import key_id, load_public_key
+from tools.core.store import Store, open_store
+
+__all__ = [
+    "CRASH_ENV",
+    "CRASH_STEPS",
+    "CURRENT",
+    "FAILURE_REASONS",
+    "MARKER",
+    "Outcome",
+    "ReconcileResult",
+    "Updater",
+    "UpdaterError",
+    "add_run_arguments",
+    "build_parser",
+    "golden_check",
+    "main",
+    "run",
+    "run_from_args",
+    "serve_http",
+]
+
+log = logging.getLogger("edgeops.updater")
+
+CURRENT = "current"
+MARKER = ".complete"
+PARTIAL_SUFFIX = ".partial"
+LOCK_FILE = ".updater.lock"
+_TRASH_PREFIX = ".trash-"
+_TMP_LINK_PREFIX = f"{CURRENT}.tmp-"
+_TMP_FILE_PREFIX = ".tmp-"
+_MARKER_FORMAT = "edgeops-installed/v1"
+_GOLDEN_FORMAT = "edgeops-golden/v1"
+
+CRASH_ENV = "EDGEOPS_UPDATER_CRASH_AT"
+CRASH_STEPS = (
+    "during_download",  # the first file is in <version>.partial/, the others are not
+    "after_partial_download",  # every file is in <version>.partial/, nothing checked on disk yet
+    "after_verify",  # digests checked on disk
+    "after_golden",  # health check passed, no marker yet
+    "after_rename",  # <version>/ complete, `current` still on the old version
+    "after_swap_link",  # the temporary link exists, `current` not replaced yet
+    "after_swap",  # `current` replaced, reload hook and prune not run
+    "during_prune",  # the first old version moved aside, not deleted yet
+)
+FAILURE_REASONS = (
+    "release",  # the release file is missing or malformed
+    "signature",  # the release's signature does not verify under the trusted key
+    "interface",  # the release's (or the model card's) interface is not accepted
+    "download",  # the store could not be read (network, credentials, missing object)
+    "digest",  # a downloaded or cached file does not match the signed size/sha256
+    "golden",  # the model does not load or does not reproduce golden.json
+    "io",  # the model root could not be written (disk full, permissions)
+    "reload",  # the reload hook failed (the swap stands)
+    "cache",  # a cached version failed its re-check and was downloaded again
+)
+_REFUSAL_REASONS = frozenset({"signature", "interface", "digest", "golden"})
+# Swaps are a symlink + rename + fsync: sub-millisecond on local disks, tens of ms on a slow SD card.
+_SWAP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+Outcome = Literal["installed", "swapped_from_cache", "unchanged", "idle", "refused", "failed"]
+_OK_OUTCOMES = frozenset({"installed", "swapped_from_cache", "unchanged", "idle"})
+
+
+class UpdaterError(EdgeopsError):
+    """A reconcile step failed. ``reason`` is one of :data:`FAILURE_REASONS`; ``refused`` is True when the
+    release itself is unacceptable (retrying will not help), False for conditions that may pass."""
+
+    def __init__(self, reason: str, message: str, *, refused: bool | None = None) -> None:
+        self.reason = reason
+        self.refused = reason in _REFUSAL_REASONS if refused is None else refused
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class ReconcileResult:
+    outcome: Outcome
+    version: str | None  # the desired version (None: no release)
+    reason: str = ""  # one of FAILURE_REASONS when refused/failed, else ""
+    detail: str = ""  # a human-readable sentence
+    seconds: float = 0.0  # wall time of the whole reconcile
+
+    @property
+    def ok(self) -> bool:
+        """True when the node ends on the desired version, or idles on "no release"."""
+        return self.outcome in _OK_OUTCOMES
+
+
+# --- file system helpers ------------------------------------------------------------------------------------
+
+
+def _remove(path: Path) -> None:
+    """Delete a file, link or folder tree (never following a link into another tree)."""
+    if path.is_symlink() or not path.is_dir():
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    else:
+        shutil.rmtree(path, ignore_errors=False)
+
+
+def _files_fingerprint(files: Mapping[str, FileEntry]) -> str:
+    return json.dumps({n: [e["sha256"], e["bytes"]] for n, e in files.items()}, sort_keys=True)
+
+
+def _crash_point(step: str) -> None:
+    # Fault injection for the crash-matrix tests: die exactly like a node losing power or an OOM kill.
+    if os.environ.get(CRASH_ENV) == step:
+        log.warning("fault injection: killing the updater with SIGKILL", extra=fields(step=step))
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _redact_url(url: str) -> str:
+    """``url`` without user:password, for logs."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+# --- golden health check ------------------------------------------------------------------------------------
+
+
+def _golden_fail(model_dir: Path, problem: str) -> UpdaterError:
+    return UpdaterError(
+        "golden",
+        f"health check of {model_dir.name} failed: {problem}. The model does not behave as exported; keep "
+        "the current model and publish a new version",
+    )
+
+
+def golden_check(model_dir: Path) -> None:
+    """Load ``model_dir/model.onnx`` in ONNX Runtime (CPU), feed ``golden.json``'s inputs, compare outputs.
+
+    ``golden.json`` (``edgeops-golden/v1``, written by ``edgeops export``): ``inputs`` {name: nested lists},
+    ``dtypes`` {name: numpy dtype}, ``expected`` {output: nested lists}, ``atol``. Raises
+    :class:`UpdaterError` (reason "golden") naming what differed.
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise UpdaterError(
+            "golden",
+            "onnxruntime is not installed, so no model can be health-checked; install onnxruntime in the "
+            "updater image",
+            refused=False,
+        ) from None
+    try:
+        golden = json.loads((model_dir / "golden.json").read_bytes())
+    except (OSError, ValueError) as exc:
+        raise _golden_fail(model_dir, f"golden.json is unreadable or not JSON ({exc})") from None
+    if not isinstance(golden, dict) or golden.get("format") != _GOLDEN_FORMAT:
+        raise _golden_fail(model_dir, f"golden.json is not {_GOLDEN_FORMAT}")
+    inputs, dtypes, expected, atol = (golden.get(k) for k in ("inputs", "dtypes", "expected", "atol"))
+    if not (
+        isinstance(inputs, dict) and isinstance(dtypes, dict) and isinstance(expected, dict) and expected
+    ):
+        raise _golden_fail(model_dir, "golden.json lacks inputs, dtypes or expected")
+    if not isinstance(atol, int | float) or isinstance(atol, bool) or not atol >= 0:
+        raise _golden_fail(model_dir, f"golden.json's atol {atol!r} is not a number ≥ 0")
+
+    options = ort.SessionOptions()
+    # One thread: the check is tiny, and a node (or the fleet simulator) must not spawn a pool per check.
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(
+            str(model_dir / "model.onnx"), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # noqa: BLE001 - ORT raises its own pybind11 types for every load failure
+        raise _golden_fail(model_dir, f"model.onnx does not load in ONNX Runtime ({exc})") from None
+
+    wanted = sorted(i.name for i in session.get_inputs())
+    if sorted(inputs) != wanted:
+        raise _golden_fail(model_dir, f"golden.json's inputs {sorted(inputs)} are not the model's {wanted}")
+    try:
+        feed = {name: np.asarray(inputs[name], dtype=np.dtype(str(dtypes.get(name)))) for name in wanted}
+    except (TypeError, ValueError) as exc:
+        raise _golden_fail(
+            model_dir, f"golden.json's inputs do not convert to their dtypes ({exc})"
+        ) from None
+    outputs = sorted(expected)
+    try:
+        actual = session.run(outputs, feed)
+    except Exception as exc:  # noqa: BLE001 - as above: ORT's runtime errors have no stable Python type
+        raise _golden_fail(model_dir, f"running the model on golden.json's inputs failed ({exc})") from None
+    for name, raw in zip(outputs, actual, strict=True):
+        want = np.asarray(expected[name], dtype=np.float64)
+        got = np.asarray(raw, dtype=np.float64)
+        if got.shape != want.shape:
+            raise _golden_fail(model_dir, f"output {name} has shape {got.shape}, golden.json {want.shape}")
+        if not np.isfinite(got).all():
+            raise _golden_fail(model_dir, f"output {name} has NaN or infinite values")
+        diff = float(np.abs(got - want).max()) if got.size else 0.0
+        if not diff <= atol:
+            raise _golden_fail(
+                model_dir, f"output {name} differs from golden.json by {diff:.3g} (atol {atol:g})"
+            )
+
+
+# --- the updater --------------------------------------------------------------------------------------------
+
+
+class Updater:
+    """Reconciles one model root to a release. Synchronous; one instance per root (it holds a lock).
+
+    ``store_opener`` maps a store URI to a :class:`~tools.core.store.Store`; stores are opened once per URI
+    and
+    reused. The fleet simulator may pass an opener that shares one store (one S3 client) between nodes.
+    ``lock=False`` skips the per-root file lock (for simulators that hold many roots in one process and
+    guarantee one updater per root themselves).
+    """
+
+    def __init__(  # noqa: PLR0917 - the fleet simulator's documented call shape
+        self,
+        root: Path | str,
+        public_key: Ed25519PublicKey,
+        accept_interfaces: Sequence[str] = (),
+        keep: int = 3,
+        reload_url: str | None = None,
+        store_opener: Callable[[str], Store] = open_store,
+        *,
+        node: str = "",
+        lock: bool = True,
+        lock_timeout: float = 30.0,
+        reload_timeout: float = 5.0,
+    ) -> None:
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+            raise ConfigError(f"keep must be an integer ≥ 1 (versions kept on the node), not {keep!r}")
+        if isinstance(accept_interfaces, str):
+            raise ConfigError("accept_interfaces must be a list of sha256:… values, not one string")
+        for interface in accept_interfaces:
+            if not INTERFACE.fullmatch(interface):
+                raise ConfigError(
+                    f"accepted interface {interface!r} is not sha256:<64 lowercase hex> (the `interface` of "
+                    "a model card or release file)"
+                )
+        if reload_url is not None and urllib.parse.urlsplit(reload_url).scheme not in ("http", "https"):
+            raise ConfigError(
+                f"reload URL {_redact_url(reload_url)!r} is not http:// or https://; give the inference "
+                "service's local reload endpoint, or no URL"
+            )
+        crash_at = os.environ.get(CRASH_ENV)
+        if crash_at and crash_at not in CRASH_STEPS:
+            raise ConfigError(f"{CRASH_ENV}={crash_at!r} is not one of {', '.join(CRASH_STEPS)}")
+        self.root = Path(root).absolute()
+        self.public_key = public_key
+        self.accept_interfaces = tuple(accept_interfaces)
+        self.keep = keep
+        self.reload_url = reload_url
+        self.node = node
+        self._store_opener = store_opener
+        self._stores: dict[str, Store] = {}
+        self._reload_timeout = reload_timeout
+        self._log_fields: dict[str, Any] = {"node": node} if node else {}
+
+        self.registry = CollectorRegistry()
+        reg = self.registry
+        self._m_desired = Info(
+            "edgeops_updater_desired_version",
+            "Version the release file asks for (none: no release)",
+            registry=reg,
+        )
+        self._m_current = Info(
+            "edgeops_updater_current_version", "Version `current` points at (none: no model)", registry=reg
+        )
+        self._m_installs = Counter(
+            "edgeops_updater_installs",
+            "Versions downloaded, verified, health-checked and swapped in",
+            registry=reg,
+        )
+        self._m_cache_swaps = Counter(
+            "edgeops_updater_cache_swaps", "Swaps to a version already on the node (rollbacks)", registry=reg
+        )
+        self._m_failures = Counter(
+            "edgeops_updater_failures",
+            "Failed or refused reconcile steps by reason",
+            ["reason"],
+            registry=reg,
+        )
+        for reason in FAILURE_REASONS:
+            self._m_failures.labels(reason=reason)  # present as 0 from the start, so rate() works
+        self._m_swap = Histogram(
+            "edgeops_updater_swap_seconds",
+            "Atomic `current` swap (link, rename, fsync)",
+            buckets=_SWAP_BUCKETS,
+            registry=reg,
+        )
+        self._m_last = Gauge(
+            "edgeops_updater_last_reconcile_timestamp_seconds",
+            "Unix time of the last reconcile",
+            registry=reg,
+        )
+        self._m_ready = Gauge("edgeops_updater_ready", "1 when /ready answers 200", registry=reg)
+
+        self._lock_fd: int | None = None
+        self._reconciled = False
+        self._idle = False
+        self._desired: str | None = None
+        self._verified: tuple[str, str] | None = None  # (version, files fingerprint) checked by this process
+        self._problem = ""  # why the node is not on the desired version, for /ready
+        self.last_activity = time.monotonic()  # for the liveness probe: a long download still counts
+
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UpdaterError("io", f"cannot create the model root {self.root} ({exc.strerror})") from None
+        if lock:
+            self._acquire_lock(lock_timeout)
+        self._m_desired.info({"version": "none"})
+        self._recover()
+        self._m_current.info({"version": self.current_version() or "none"})
+        self._m_ready.set(0)
+
+    # --- lifecycle ---
+
+    def _acquire_lock(self, timeout: float) -> None:
+        path = self.root / LOCK_FILE
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise UpdaterError(
+                "io", f"cannot open {path} ({exc.strerror}); is the model root writable?"
+            ) from None
+        deadline = time.monotonic() + timeout
+        waited = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise UpdaterError(
+                    "io",
+                    f"another model-updater holds {path} (waited {timeout:g} s); only one may manage a model "
+                    "root: check for a second DaemonSet or a stuck pod on this node",
+                    refused=False,
+                )
+            if not waited:
+                log.info("waiting for another updater to release the model root", extra=self._f(root=path))
+                waited = True
+            time.sleep(0.1)
+        self._lock_fd = fd
+
+    def close(self) -> None:
+        """Release the model root's lock (the kernel does it too when the process dies)."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> Updater:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _f(self, **kv: Any) -> dict[str, Any]:
+        return fields(**self._log_fields, **kv)
+
+    def _recover(self) -> None:
+        """Bring the root to a consistent state after a crash: only complete versions and `current` remain."""
+        target = self._current_target()
+        removed = []
+        for entry in sorted(self.root.iterdir()):
+            name = entry.name
+            if name.endswith(PARTIAL_SUFFIX) or name.startswith((_TRASH_PREFIX, _TMP_LINK_PREFIX)):
+                _remove(entry)
+                removed.append(name)
+            elif VERSION.fullmatch(name) and not self._is_complete(entry):
+                if name == target:
+                    # Never delete what the inference service may have open; a reconcile replaces it.
+                    log.warning(
+                        "`current` points at a version folder without the completion marker; it will be "
+                        "replaced by the next successful install",
+                        extra=self._f(version=name),
+                    )
+                    continue
+                _remove(entry)
+                removed.append(name)
+        if removed:
+            fsync_path(self.root)
+            log.info("cleaned up after an interrupted run", extra=self._f(removed=",".join(removed)))
+        if target is not None and not (self.root / target).exists():
+            log.warning("`current` points at a missing folder", extra=self._f(target=target))
+
+    # --- state ---
+
+    def _current_target(self) -> str | None:
+        try:
+            target = os.readlink(self.root / CURRENT)
+        except OSError:  # absent, or not a link
+            return None
+        return target.rstrip("/").rsplit("/", 1)[-1]
+
+    def current_version(self) -> str | None:
+        """The version `current` points at (None: no link, or a link that names no version)."""
+        target = self._current_target()
+        return target if target is not None and VERSION.fullmatch(target) else None
+
+    @staticmethod
+    def _is_complete(path: Path) -> bool:
+        return path.is_dir() and not path.is_symlink() and (path / MARKER).is_file()
+
+    def installed_versions(self) -> list[str]:
+        """Complete versions on the node, most recently installed or activated first."""
+        found = []
+        for entry in self.root.iterdir():
+            if VERSION.fullmatch(entry.name) and self._is_complete(entry):
+                try:
+                    stamp = (entry / MARKER).stat().st_mtime_ns
+                except FileNotFoundError:
+                    continue
+                found.append((stamp, parse_version(entry.name), entry.name))
+        return [name for _, _, name in sorted(found, reverse=True)]
+
+    def ready(self) -> tuple[bool, str]:
+        """(ready, why): ready when `current` is the desired version and passed its check, or when idle."""
+        ok, why = self._readiness()
+        self._m_ready.set(1 if ok else 0)
+        return ok, why
+
+    def _readiness(self) -> tuple[bool, str]:
+        if not self._reconciled:
+            return False, "not reconciled yet"
+        current = self.current_version()
+        if self._idle:
+            return True, f"no release: idling (current: {current or 'no model'})"
+        if self._desired is None:
+            return False, self._problem or "no usable release file"
+        if current != self._desired:
+            why = f"current is {current or 'no model'}, desired {self._desired}"
+            return False, f"{why}: {self._problem}" if self._problem else why
+        if self._verified is None or self._verified[0] != current:
+            return False, self._problem or f"{current} has not passed its health check"
+        return True, f"serving {current}"
+
+    def report_release_error(self, message: str) -> ReconcileResult:
+        """Record that the release file could not be read or parsed: not ready, the model stays."""
+        repeated = self._problem == message
+        self._reconciled = True
+        self._idle = False
+        self._desired = None
+        self._problem = message
+        self._m_failures.labels(reason="release").inc()
+        self._m_desired.info({"version": "unknown"})
+        self._m_last.set(time.time())
+        self._m_ready.set(0)
+        self.last_activity = time.monotonic()
+        if not repeated:  # a loop re-reads the file every interval: say it once, count it every time
+            log.error(
+                "release file unusable; keeping the current model",
+                extra=self._f(reason="release", error=message),
+            )
+        return ReconcileResult("failed", None, "release", message, 0.0)
+
+    # --- reconcile ---
+
+    def reconcile(self, release: Release | None) -> ReconcileResult:
+        """Bring the node to ``release`` (None: "no release yet"). Never raises for a bad release or store."""
+        start = time.perf_counter()
+        self.last_activity = time.monotonic()
+        version = release.version if release is not None else None
+        try:
+            outcome, detail = self._reconcile(release)
+            result = ReconcileResult(outcome, version, "", detail, time.perf_counter() - start)
+            self._problem = ""
+        except UpdaterError as exc:
+            result = self._failed(version, exc.reason, str(exc), exc.refused, start)
+        except OSError as exc:
+            message = (
+                f"file system error under {self.root}: {exc.strerror or exc} ({exc.filename or 'no file'}); "
+                "check free space and permissions of the model root"
+            )
+            result = self._failed(version, "io", message, False, start)
+        finally:
+            self._reconciled = True
+            self.last_activity = time.monotonic()
+            self._m_last.set(time.time())
+        self.ready()
+        if result.ok and result.outcome != "unchanged":
+            log.info(
+                f"reconcile: {result.outcome}",
+                extra=self._f(version=version, outcome=result.outcome, seconds=round(result.seconds, 4)),
+            )
+        return result
+
+    def _failed(
+        self, version: str | None, reason: str, message: str, refused: bool, start: float
+    ) -> ReconcileResult:
+        self._problem = f"{'refused' if refused else 'failed'} ({reason}): {message}"
+        self._m_failures.labels(reason=reason).inc()
+        log.error(
+            f"release {version} {'refused' if refused else 'failed'}; keeping the current model",
+            extra=self._f(version=version, reason=reason, error=message, current=self.current_version()),
+        )
+        return ReconcileResult(
+            "refused" if refused else "failed", version, reason, message, time.perf_counter() - start
+        )
+
+    def _reconcile(self, release: Release | None) -> tuple[Outcome, str]:
+        if release is None:
+            self._idle = True
+            self._desired = None
+            self._m_desired.info({"version": "none"})
+            return "idle", "no release: keeping whatever model the node has"
+        self._idle = False
+        self._desired = release.version
+        self._m_desired.info({"version": release.version})
+
+        # The signature first: nothing is downloaded, cached or swapped for a release nobody signed.
+        try:
+            verify_release(release, self.public_key)
+        except ReleaseSignatureError as exc:
+            raise UpdaterError("signature", str(exc)) from None
+        if self.accept_interfaces and release.interface not in self.accept_interfaces:
+            raise UpdaterError(
+                "interface",
+                f"release {release.version} has interface {release.interface}, which this ring does not "
+                f"accept ({', '.join(self.accept_interfaces)}); the inference service here cannot call it. "
+                "Release a model with an accepted interface, or add it to the ring's accepted list",
+            )
+
+        version = release.version
+        vdir = self.root / version
+        fingerprint = _files_fingerprint(release.files)
+        current = self.current_version()
+        if current == version:
+            if self._verified == (version, fingerprint):
+                return "unchanged", f"already serving {version}"
+            # First look at this version by this process (a restart): check it in place.
+            try:
+                self._check_installed(vdir, release)
+            except UpdaterError as exc:
+                if exc.reason == "golden":
+                    raise  # the bytes match the signed release: a download would bring the same model
+                self._m_failures.labels(reason=exc.reason).inc()
+                log.error(
+                    "the current model fails its check; downloading it again",
+                    extra=self._f(version=version, reason=exc.reason, error=str(exc)),
+                )
+            else:
+                self._verified = (version, fingerprint)
+                self._prune()  # finishes a prune that a crash (or an older updater) left undone
+                return "unchanged", f"already serving {version} (checked)"
+            # Replacing the folder `current` points at leaves it dangling for the instant between two
+            # renames; acceptable only because the model there is already known to be bad.
+            self._promote(self._stage(release), vdir)
+            self._verified = (version, fingerprint)
+            self._m_installs.inc()
+            self._reload(version)
+            self._prune()
+            return "installed", f"re-installed {version} over a damaged copy"
+
+        if self._is_complete(vdir):
+            try:
+                self._check_installed(vdir, release)
+            except UpdaterError as exc:
+                if exc.reason == "golden":
+                    raise  # the same bytes would fail again: refuse instead of downloading them
+                self._m_failures.labels(reason="cache").inc()
+                log.warning(
+                    "the cached copy fails its check; downloading it again",
+                    extra=self._f(version=version, reason=exc.reason, error=str(exc)),
+                )
+                self._trash(vdir, delete=True)
+            else:
+                self._swap(version)
+                self._verified = (version, fingerprint)
+                self._m_cache_swaps.inc()
+                self._reload(version)
+                self._prune()
+                return "swapped_from_cache", f"swapped to cached {version}"
+        elif vdir.exists() or vdir.is_symlink():
+            self._trash(vdir, delete=True)  # not ours, or left incomplete: never trusted
+
+        self._promote(self._stage(release), vdir)
+        self._swap(version)
+        self._verified = (version, fingerprint)
+        self._m_installs.inc()
+        self._reload(version)
+        self._prune()
+        return "installed", f"installed {version}"
+
+    def _store(self, uri: str) -> Store:
+        store = self._stores.get(uri)
+        if store is None:
+            try:
+                store = self._store_opener(uri)
+            except EdgeopsError as exc:
+                raise UpdaterError("download", f"cannot open the store {uri}: {exc}", refused=False) from None
+            self._stores[uri] = store
+        return store
+
+    def _stage(self, release: Release) -> Path:
+        """Download, verify and health-check ``release`` into ``<version>.partial/``; write the marker."""
+        partial = self.root / f"{release.version}{PARTIAL_SUFFIX}"
+        if partial.exists() or partial.is_symlink():
+            _remove(partial)
+        partial.mkdir(mode=0o755)
+        try:
+            store = self._store(release.store_uri)
+            for index, (name, entry) in enumerate(sorted(release.files.items())):
+                key = release.object_key(name)
+                try:
+                    data = store.get(key)
+                except EdgeopsError as exc:  # StoreError, ServiceError: network, credentials, missing object
+                    raise UpdaterError(
+                        "download",
+                        f"cannot download {release.bundle}{name}: {exc}",
+                        refused=False,
+                    ) from None
+                digest = hashlib.sha256(data).hexdigest()
+                if len(data) != entry["bytes"] or digest != entry["sha256"]:
+                    raise UpdaterError(
+                        "digest",
+                        f"{release.bundle}{name} does not match the signed release ({len(data)} bytes, "
+                        f"sha256 {digest[:12]}…; the release says {entry['bytes']} bytes, "
+                        f"{entry['sha256'][:12]}…): the object was changed or damaged in the store. Do not "
+                        "deploy it; publish a new version",
+                    )
+                write_atomic(partial / name, data, tmp_prefix=_TMP_FILE_PREFIX)
+                self.last_activity = time.monotonic()
+                if index == 0:
+                    _crash_point("during_download")
+            fsync_path(partial)
+            _crash_point("after_partial_download")
+            self._verify_files(partial, release)  # what landed on disk, not what we meant to write
+            _crash_point("after_verify")
+            self._check_card(partial, release)
+            golden_check(partial)
+            _crash_point("after_golden")
+            marker = {
+                "format": _MARKER_FORMAT,
+                "version": release.version,
+                "interface": release.interface,
+                "bundle": release.bundle,
+                "files": release.files,
+                "installed_at": time.time(),
+            }
+            marker_text = json.dumps(marker, sort_keys=True) + "\n"
+            write_atomic(partial / MARKER, marker_text.encode("utf-8"), tmp_prefix=_TMP_FILE_PREFIX)
+            fsync_path(partial)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                _remove(partial)
+            raise
+        return partial
+
+    def _promote(self, partial: Path, vdir: Path) -> None:
+        """``<version>.partial`` → ``<version>``, durably (a version already there is moved aside first)."""
+        if vdir.exists() or vdir.is_symlink():
+            self._trash(vdir, delete=False)
+        os.rename(partial, vdir)
+        fsync_path(self.root)
+        _crash_point("after_rename")
+
+    def _check_installed(self, vdir: Path, release: Release) -> None:
+        self._verify_files(vdir, release)
+        self._check_card(vdir, release)
+        golden_check(vdir)
+
+    def _verify_files(self, folder: Path, release: Release) -> None:
+        for name, entry in sorted(release.files.items()):
+            path = folder / name
+            try:
+                size = path.stat().st_size
+                digest = sha256_file(path)
+            except FileNotFoundError:
+                raise UpdaterError(
+                    "digest", f"{folder.name}/{name} is missing on the node", refused=False
+                ) from None
+            if size != entry["bytes"] or digest != entry["sha256"]:
+                raise UpdaterError(
+                    "digest",
+                    f"{folder.name}/{name} on the node does not match the signed release ({size} bytes, "
+                    f"sha256 {digest[:12]}…): damaged on disk",
+                    refused=False,
+                )
+
+    def _check_card(self, folder: Path, release: Release) -> None:
+        """When the bundle carries its model card, its interface must be the one the release claims."""
+        if "model.json" not in release.files:
+            return
+        try:
+            card = json.loads((folder / "model.json").read_bytes())
+        except (OSError, ValueError) as exc:
+            raise UpdaterError("interface", f"{release.bundle}model.json is unreadable ({exc})") from None
+        claimed = card.get("interface") if isinstance(card, dict) else None
+        if claimed is not None and claimed != release.interface:
+            raise UpdaterError(
+                "interface",
+                f"{release.bundle}model.json says interface {claimed}, the release says {release.interface}; "
+                "the release points at the wrong bundle",
+            )
+
+    def _swap(self, version: str) -> None:
+        """Point `current` at ``version`` atomically: temp link, rename onto `current`, fsync the root."""
+        with contextlib.suppress(OSError):
+            os.utime(self.root / version / MARKER)  # recency for pruning: a rollback target counts as new
+        start = time.perf_counter()
+        tmp = self.root / f"{_TMP_LINK_PREFIX}{os.getpid()}"
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        os.symlink(version, tmp)  # relative: valid wherever the root is mounted (the inference pod too)
+        _crash_point("after_swap_link")
+        os.replace(tmp, self.root / CURRENT)
+        fsync_path(self.root)
+        self._m_swap.observe(time.perf_counter() - start)
+        self._m_current.info({"version": version})
+        _crash_point("after_swap")
+
+    def _reload(self, version: str) -> None:
+        if not self.reload_url:
+            return
+        body = json.dumps({"version": version, "path": str(self.root / CURRENT)}).encode("utf-8")
+        request = urllib.request.Request(  # noqa: S310 - the scheme is checked to be http(s) in __init__
+            self.reload_url, data=body, method="POST", headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self._reload_timeout) as response:  # noqa: S310
+                response.read()
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+            self._m_failures.labels(reason="reload").inc()
+            log.warning(
+                "reload hook failed; the new model is in place and the inference service loads it on its "
+                "next reload",
+                extra=self._f(version=version, url=_redact_url(self.reload_url), error=str(exc)),
+            )
+
+    def _trash(self, path: Path, *, delete: bool) -> Path:
+        """Move ``path`` aside to a name recovery deletes: a rename is atomic, a recursive delete is not."""
+        trash = self.root / f"{_TRASH_PREFIX}{path.name}-{secrets.token_hex(4)}"
+        os.rename(path, trash)
+        fsync_path(self.root)
+        if delete:
+            _remove(trash)
+        return trash
+
+    def _prune(self) -> None:
+        """Keep the ``keep`` most recently installed/activated versions and `current`; delete the rest."""
+        current = self._current_target()
+        installed = self.installed_versions()
+        keep = set(installed[: self.keep]) | ({current} if current else set())
+        victims = [v for v in installed if v not in keep]
+        leftovers = [
+            e
+            for e in self.root.iterdir()
+            if e.name.endswith(PARTIAL_SUFFIX) or e.name.startswith((_TRASH_PREFIX, _TMP_LINK_PREFIX))
+        ]
+        for index, version in enumerate(victims):
+            trash = self._trash(self.root / version, delete=False)
+            if index == 0:
+                _crash_point("during_prune")
+            _remove(trash)
+        for entry in leftovers:
+            _remove(entry)
+        if victims:
+            log.info(
+                "pruned old versions", extra=self._f(removed=",".join(victims), kept=",".join(sorted(keep)))
+            )
+
+
+# --- HTTP: /ready, /healthz, /metrics -----------------------------------------------------------------------
+
+
+def serve_http(
+    updater: Updater, host: str, port: int, *, alive: Callable[[], tuple[bool, str]] | None = None
+) -> ThreadingHTTPServer:
+    """Serve ``/ready``, ``/healthz`` (liveness: ``alive``) and ``/metrics`` in a daemon thread.
+
+    Returns the server (``server.server_address[1]`` is the port when ``port`` is 0); ``shutdown()`` stops it.
+    """
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._send(200, generate_latest(updater.registry), CONTENT_TYPE_LATEST)
+            elif path == "/ready":
+                ok, why = updater.ready()
+                self._send(200 if ok else 503, (why + "\n").encode("utf-8"))
+            elif path == "/healthz":
+                ok, why = alive() if alive is not None else (True, "alive")
+                self._send(200 if ok else 503, (why + "\n").encode("utf-8"))
+            else:
+                self._send(404, b"not found: use /ready, /healthz or /metrics\n")
+
+        def _send(self, status: int, body: bytes, ctype: str = "text/plain; charset=utf-8") -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # probes hit this every few seconds; the access log would drown the updater's own
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    server = Server((host, port), Handler)
+    threading.Thread(target=server.serve_forever, name="updater-http", daemon=True).start()
+    return server
+
+
+# --- the loop and the command line --------------------------------------------------------------------------
+
+
+def _listen_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (such as 0.0.0.0:9180 or 127.0.0.1:0)")
+    return host, int(port)
+
+
+def run(
+    *,
+    release_path: Path,
+    root: Path,
+    public_key_path: Path,
+    accept_interfaces: Sequence[str] = (),
+    keep: int = 3,
+    reload_url: str | None = None,
+    interval: float = 30.0,
+    once: bool = False,
+    listen: tuple[str, int] | None = None,
+    retry_refused: float = 600.0,
+    stop: threading.Event | None = None,
+) -> int:
+    """The agent: reconcile every ``interval`` seconds (re-reading the release file) until ``stop``/SIGTERM.
+
+    With ``once``: a single pass; 0 when the node ends on the desired version or idles, 1 otherwise.
+    A release that was refused is not re-tried for ``retry_refused`` seconds (its download would fail the
+    same way and only load the store), unless the release file changes.
+    """
+    public_key = load_public_key(Path(public_key_path))
+    stop = stop or threading.Event()
+    node = os.environ.get("NODE_NAME", "")
+    updater = Updater(root, public_key, accept_interfaces, keep, reload_url, node=node)
+    stale_after = max(10 * interval, 600.0)
+
+    def alive() -> tuple[bool, str]:
+        idle_for = time.monotonic() - updater.last_activity
+        if idle_for > stale_after:
+            return False, f"the reconcile loop has not progressed for {idle_for:.0f} s"
+        return True, "alive"
+
+    server: ThreadingHTTPServer | None = None
+    previous_term: Any = None
+    try:
+        if listen is not None:
+            server = serve_http(updater, listen[0], listen[1], alive=alive)
+            log.info(
+                "serving /ready, /healthz and /metrics",
+                extra=fields(address=f"{listen[0]}:{server.server_address[1]}"),
+            )
+        if threading.current_thread() is threading.main_thread():
+            # SIGTERM (pod deletion, rollout) ends the wait between loops; a reconcile in progress
+            # finishes first, and a SIGKILL mid-reconcile is what the crash-safety design is for.
+            previous_term = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+        log.info(
+            "model-updater started",
+            extra=fields(
+                node=node or None,
+                root=str(updater.root),
+                release=str(release_path),
+                key_id=key_id(public_key),
+                accept_interfaces=",".join(accept_interfaces) or "any",
+                keep=keep,
+                once=once,
+            ),
+        )
+        refused: tuple[Release | None, float, ReconcileResult] | None = None
+        while True:
+            try:
+                release = load_release(release_path)
+            except ReleaseError as exc:
+                result = updater.report_release_error(str(exc))
+            else:
+                now = time.monotonic()
+                if refused is not None and refused[0] == release and now - refused[1] < retry_refused:
+                    result = refused[2]  # the same refused release: nothing new to learn from the store
+                    updater.last_activity = now
+                else:
+                    result = updater.reconcile(release)
+                    refused = (release, now, result) if result.outcome == "refused" else None
+            if once:
+                return 0 if result.ok else 1
+            if stop.wait(interval):
+                log.info("stopping", extra=fields(current=updater.current_version()))
+                return 0
+    finally:
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        updater.close()
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``edgeops updater run`` (for the CLI to mount under its own parser)."""
+    parser.add_argument(
+        "--release",
+        required=True,
+        type=Path,
+        metavar="PATH",
+        help="the mounted release.yaml (re-read every loop)",
+    )
+    parser.add_argument(
+        "--root",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="model root: versions, and the `current` symlink the inference service loads",
+    )
+    parser.add_argument(
+        "--public-key",
+        required=True,
+        type=Path,
+        metavar="PATH",
+        help="Ed25519 public key (PEM) that release files must be signed with",
+    )
+    parser.add_argument(
+        "--accept-interface",
+        action="append",
+        default=[],
+        metavar="SHA",
+        help="an accepted model interface (sha256:…); repeat for several. None given: any "
+        "interface is accepted (labs only; production rings should list theirs)",
+    )
+    parser.add_argument(
+        "--keep",
+        type=int,
+        default=3,
+        metavar="N",
+        help="versions kept on the node for instant rollback (default 3)",
+    )
+    parser.add_argument(
+        "--reload-url",
+        metavar="URL",
+        help="HTTP(S) endpoint POSTed {version, path} after a swap (failure is logged, the swap stays)",
+    )
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="seconds between reconciles (default 30)",
+    )
+    parser.add_argument(
+        "--retry-refused",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="wait before retrying a refused, unchanged release (default 600)",
+    )
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="one reconcile, then exit: 0 on the desired version (or idle), 1 otherwise",
+    )
+    parser.add_argument(
+        "--listen",
+        type=_listen_address,
+        metavar="HOST:PORT",
+        help="serve /ready, /healthz and /metrics here (such as 0.0.0.0:9180)",
+    )
+    # SUPPRESS: when mounted under `edgeops`, which has its own --log-json/-v, a default here would
+    # overwrite the value given before the subcommand.
+    parser.add_argument("--log-json", action="store_true", default=argparse.SUPPRESS, help="log JSON lines")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging"
+    )
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run the agent from parsed :func:`add_run_arguments` flags (logging already set up by the caller)."""
+    if args.keep < 1:
+        raise ConfigError(f"--keep {args.keep}: keep at least 1 version (the current one)")
+    if not args.interval > 0:
+        raise ConfigError(f"--interval {args.interval:g}: give a positive number of seconds")
+    return run(
+        release_path=args.release,
+        root=args.root,
+        public_key_path=args.public_key,
+        accept_interfaces=args.accept_interface,
+        keep=args.keep,
+        reload_url=args.reload_url,
+        interval=args.interval,
+        once=args.once,
+        listen=args.listen,
+        retry_refused=args.retry_refused,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgeops updater", description="The edge model-updater agent.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    run_parser = sub.add_parser(
+        "run",
+        help="reconcile this node's model to the mounted release file",
+        description="Download, verify, health-check and atomically swap the model the release file names.",
+    )
+    add_run_arguments(run_parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m tools.edge.updater run …`` (``edgeops updater run …`` calls the same code)."""
+    args = build_parser().parse_args(argv)
+    setup_logging(json_lines=getattr(args, "log_json", False), verbose=getattr(args, "verbose", False))
+    try:
+        return run_from_args(args)
+    except EdgeopsError as exc:
+        log.error(str(exc))
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

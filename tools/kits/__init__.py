@@ -1,0 +1,4 @@
+"""Not needed to ship or run a model: kits for development, the tests and the demo. Throwaway PostgreSQL
+and S3 servers (``devservices``), the fleet simulator (``fleetsim``), the offline actionlint runner
+(``actionlint.mjs``).
+"""
