@@ -1,10 +1,12 @@
-"""The `edgeops` entry point: subcommands, every designed command built, logging formats."""
+"""The `edgeops` entry point: subcommands, every designed command built, count flags, logging formats."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import EDGEOPS, REPO
 
@@ -101,3 +103,27 @@ def test_third_party_info_lines_only_with_verbose() -> None:
 def test_usage_errors_exit_2() -> None:
     assert edgeops("data", "synth").returncode == 2  # --n is required
     assert edgeops("no-such-command").returncode == 2
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["data", "synth", "--n", "0"],
+        ["data", "seed", "--workers", "-1"],
+        ["snapshot", "--out", "x", "--limit", "0"],
+        ["train", "--snapshot", "s", "--out", "r", "--nproc", "0"],
+        ["pipeline", "run", "--run-dir", "r", "--nproc", "0"],
+        ["demo", "--nodes", "0"],
+    ],
+    ids=lambda a: " ".join(a[:2]),
+)
+def test_count_flags_take_positive_integers_only(argv: list[str]) -> None:
+    result = edgeops(*argv)
+    assert result.returncode == 2
+    assert "must be at least 1, got" in result.stderr
+
+
+def test_a_count_flag_that_is_not_a_number_is_a_usage_error() -> None:
+    result = edgeops("demo", "--n", "many")
+    assert result.returncode == 2
+    assert "argument --n: expected an integer >= 1, got 'many'" in result.stderr

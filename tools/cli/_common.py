@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +14,16 @@ if TYPE_CHECKING:
     from tools.core.project import Project
     from training.config import TrainingConfig
 
-__all__ = ["PG_HELP", "Formatter", "positive_int", "print_gates", "project", "training_config"]
+__all__ = [
+    "PG_HELP",
+    "Formatter",
+    "at_least",
+    "non_negative_int",
+    "positive_int",
+    "print_gates",
+    "project",
+    "training_config",
+]
 
 log = logging.getLogger("edgeops")
 
@@ -27,26 +37,25 @@ class Formatter(argparse.RawDescriptionHelpFormatter):
     """Descriptions keep their line breaks (they are written as short paragraphs)."""
 
 
-def positive_int(text: str) -> int:
-    """argparse type of every count flag (--n, --workers, --nproc, --limit, --nodes): an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``minimum``, else a usage error naming the flag's value."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    parse.__name__ = "positive integer" if minimum == 1 else f"integer >= {minimum}"
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    """argparse type of counts that may be zero (--pilot)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
+# Every count flag (--n, --workers, --nproc, --limit, --nodes) goes through this one type.
+positive_int = at_least(1)
+non_negative_int = at_least(0)  # counts that may be zero (--pilot)
 
 
 def project(args: argparse.Namespace) -> Project:

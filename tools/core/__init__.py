@@ -1,5 +1,6 @@
-"""What everyone runs: errors, logging, progress, typed YAML, ``edgeops.yaml`` and the project context,
-PostgreSQL, S3, stores and signing, the shared name patterns and the one git runner.
+"""What everyone runs: errors, logging, progress, durable file writes (``fsutil``), the shared name
+patterns (``names``), the git runner (``git``), ``edgeops.yaml`` and the project context, PostgreSQL, S3,
+stores and signing.
 
 The edge imports only the modules of this package that need the base dependencies (``errors``, ``log``,
 ``fsutil``, ``names``, ``git``, ``signing``, ``s3``, ``store``); ``config``, ``typedyaml``, ``project`` and
