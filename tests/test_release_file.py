@@ -4,8 +4,10 @@ the "no release yet" form, signatures."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -18,6 +20,7 @@ from tools.artifacts.release import (
     ReleaseError,
     ReleaseSignatureError,
     edit_release_text,
+    in_wave,
     load_release,
     make_release,
     parse_release,
@@ -26,6 +29,7 @@ from tools.artifacts.release import (
     sign_release,
     signed_payload,
     verify_release,
+    wave_slot,
 )
 from tools.core.signing import generate_keypair, private_key_from_pem, public_key_from_pem
 
@@ -264,3 +268,77 @@ def test_a_yaml_1_1_reader_reads_the_same_release(keys: Keys, release: Release) 
     renamed = dataclasses.replace(annotated, source={**annotated.source, "run": "b:c"})
     edited = edit_release_text(text, renamed, ring="fleet", source="x")
     assert YAML(typ="safe").load(edited)["source"]["run"] == "b:c"
+
+
+# --- waves: `previous` and `rollout.percent` (DESIGN.md, "Rings and waves") ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def wave(keys: Keys, release: Release) -> Release:
+    previous = make_release(
+        keys[0], version="v2.0", interface=INTERFACE, bundle="s3://context-edge-models/models/v2.0/",
+        files=FILES, metrics={"accuracy": 0.93},
+    )  # fmt: skip
+    return dataclasses.replace(release, previous=previous, rollout_percent=5.0)
+
+
+def test_a_wave_renders_previous_and_a_one_line_rollout_and_round_trips(wave: Release, keys: Keys) -> None:
+    text = render_release(wave, ring="fleet")
+    assert parse_release(text, source="fleet") == wave
+    assert "\nrollout: {percent: 5}\n" in text
+    assert "\nprevious:\n  version: v2.0\n" in text
+    # the next wave is a one-line diff, and the two signatures still verify
+    next_wave = edit_release_text(
+        text, dataclasses.replace(wave, rollout_percent=25.0), ring="fleet", source="f"
+    )
+    changed = [(a, b) for a, b in zip(text.splitlines(), next_wave.splitlines(), strict=True) if a != b]
+    assert changed == [("rollout: {percent: 5}", "rollout: {percent: 25}")]
+    parsed = parse_release(next_wave, source="fleet")
+    assert parsed is not None and parsed.previous is not None
+    verify_release(parsed, keys[1])
+    verify_release(parsed.previous, keys[1])
+
+
+def test_for_node_picks_the_release_in_the_wave_and_previous_outside(wave: Release) -> None:
+    nodes = [f"edge-{i:04d}" for i in range(1000)]
+    inside = [n for n in nodes if wave.for_node(n) is wave]
+    outside = [n for n in nodes if wave.for_node(n) is wave.previous]
+    assert len(inside) + len(outside) == 1000
+    assert 30 <= len(inside) <= 80  # about 5% by hash (under 8%, the issue's bound at 1,000 nodes)
+    assert inside == [n for n in nodes if wave_slot(n) < 500]
+    # stable: a larger wave keeps every node of the smaller one (the same nodes go first every time)
+    larger = dataclasses.replace(wave, rollout_percent=25.0)
+    assert set(inside) <= {n for n in nodes if larger.for_node(n) is larger}
+    assert wave.for_node("") is wave.previous  # a node that does not know its name stays outside
+    assert dataclasses.replace(wave, rollout_percent=100.0).for_node("") is not wave.previous
+    assert in_wave("edge-0001", 100) and not in_wave("edge-0001", 0)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d.pop("rollout"), "rollout: missing; with a `previous` release"),
+        (lambda d: d.pop("previous"), "rollout.percent: 5 needs a `previous` release"),
+        (lambda d: d.update(rollout={"percent": 101}), "rollout.percent: expected a number from 0 to 100"),
+        (lambda d: d.update(rollout={"percent": True}), "rollout.percent: expected a number from 0 to 100"),
+        (lambda d: d.update(rollout={"share": 5}), "rollout: expected {percent: N}"),
+        (
+            lambda d: d["previous"].update(version="v2.1", bundle=BUNDLE),
+            "previous.version: is the release's own version",
+        ),
+        (lambda d: d["previous"].update(rollout={"percent": 5}), "previous.rollout: unknown key"),
+        (
+            lambda d: d["previous"].update(version=None),
+            "previous.version: a previous release needs a version",
+        ),
+        (lambda d: d["previous"].pop("signature"), "previous.signature: missing"),
+        (lambda d: d.update(previous="v2.0"), "previous: expected the mapping of a whole release"),
+    ],
+)
+def test_malformed_waves_are_refused_naming_the_key(wave: Release, edit: Any, message: str) -> None:
+    doc = YAML(typ="safe", pure=True).load(render_release(wave, ring="fleet"))
+    edit(doc)
+    out = StringIO()
+    YAML(typ="safe", pure=True).dump(doc, out)
+    with pytest.raises(ReleaseError, match=re.escape(f"fleet.yaml: {message}")):
+        parse_release(out.getvalue(), source="fleet.yaml")

@@ -3,6 +3,7 @@ signed bundles in a ``file://`` store (and once in the S3 API server), crashes b
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -29,7 +30,7 @@ from prometheus_client import generate_latest
 
 from tests.conftest import REPO
 from tools.artifacts.bundle import publish_bundle
-from tools.artifacts.release import Release, make_release, render_no_release, render_release
+from tools.artifacts.release import Release, in_wave, make_release, render_no_release, render_release
 from tools.core.errors import ConfigError
 from tools.core.signing import generate_keypair, private_key_from_pem, public_key_from_pem
 from tools.core.store import Store, open_store
@@ -695,3 +696,72 @@ def test_the_agent_process_serves_http_and_stops_on_sigterm(world: World) -> Non
             if process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+# --- waves: the node decides its own wave; prefetch, then swap from cache ---------------------------------
+
+
+def wave_of(world: World, target: str, previous: str, percent: float) -> Release:
+    return dataclasses.replace(
+        world.releases[target], previous=world.releases[previous], rollout_percent=percent
+    )
+
+
+def node_names(percent: float) -> tuple[str, str]:
+    """A node name inside a wave of ``percent`` and one outside it (by the release file's own hash rule)."""
+    names = [f"edge-{i:04d}" for i in range(1000)]
+    return next(n for n in names if in_wave(n, percent)), next(n for n in names if not in_wave(n, percent))
+
+
+def test_outside_the_wave_a_node_runs_previous_and_prefetches_the_target(world: World) -> None:
+    inside, outside = node_names(5)
+    announced = wave_of(world, "v1.1", "v1.0", 5)
+    opener, stores = counting_opener()
+    with world.updater(world.tmp / "out", node=outside, store_opener=opener) as updater:
+        result = updater.reconcile(announced)  # an empty cache: it installs previous, not nothing
+        assert (result.outcome, result.version) == ("installed", "v1.0")
+        assert served(world.tmp / "out") == world.models["v1.0"]
+        assert updater.ready() == (True, "serving v1.0")
+        assert "v1.1" in updater.installed_versions()  # downloaded, verified, health-checked, not swapped
+        assert "edgeops_updater_prefetches_total 1.0" in metrics_text(updater)
+        reads = sum(len(s.gets) for s in stores)
+        assert updater.reconcile(announced).outcome == "unchanged"  # nothing new: no more reads
+        assert sum(len(s.gets) for s in stores) == reads
+
+        # Its wave comes (the next wave's PR): a swap from the cache, with no store read, like a rollback.
+        result = updater.reconcile(wave_of(world, "v1.1", "v1.0", 100))
+        assert (result.outcome, result.version) == ("swapped_from_cache", "v1.1")
+        assert sum(len(s.gets) for s in stores) == reads
+        assert result.seconds < 0.05
+        assert served(world.tmp / "out") == world.models["v1.1"]
+
+    with world.updater(world.tmp / "in", node=inside, store_opener=opener) as updater:
+        result = updater.reconcile(announced)
+        assert (result.outcome, result.version) == ("installed", "v1.1")
+        assert updater.installed_versions() == ["v1.1"]  # inside the wave nothing fetches previous
+
+
+def test_a_target_that_fails_its_prefetch_costs_the_node_outside_the_wave_nothing(world: World) -> None:
+    _, outside = node_names(5)
+    bad = world.publish("v1.2", golden_offset=0.5)
+    announced = dataclasses.replace(bad, previous=world.releases["v1.0"], rollout_percent=5.0)
+    with world.updater(node=outside) as updater:
+        result = updater.reconcile(announced)
+        assert (result.outcome, result.version) == ("installed", "v1.0")
+        assert updater.ready() == (True, "serving v1.0")
+        assert updater.installed_versions() == ["v1.0"]
+        assert 'edgeops_updater_failures_total{reason="golden"} 1.0' in metrics_text(updater)
+
+
+def test_the_agent_reads_its_wave_from_node_name(world: World) -> None:
+    _, outside = node_names(50)
+    release_file = world.write_release(wave_of(world, "v1.1", "v1.0", 50))
+    root = world.tmp / "agent"
+    env = {k: v for k, v in os.environ.items() if k != CRASH_ENV} | {"NODE_NAME": outside}
+    command = [sys.executable, "-m", "tools.edge.updater", "run", "--once", "--release", str(release_file),
+               "--root", str(root), "--public-key", str(world.public_key_path)]  # fmt: skip
+    done = subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert os.readlink(root / CURRENT) == "v1.0" and (root / "v1.1" / "model.onnx").is_file()

@@ -37,6 +37,7 @@ the key order above (release PRs edit the file with ruamel.yaml round-trip, so c
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -69,6 +70,7 @@ __all__ = [
     "ReleaseError",
     "ReleaseSignatureError",
     "edit_release_text",
+    "in_wave",
     "load_release",
     "make_release",
     "parse_release",
@@ -77,11 +79,14 @@ __all__ = [
     "sign_release",
     "signed_payload",
     "verify_release",
+    "wave_slot",
 ]
 
 # The updater's health check needs both: the model, and the inputs/outputs it must reproduce.
 REQUIRED_FILES = ("model.onnx", "golden.json")
-_KEYS = ("version", "interface", "bundle", "files", "signature", "metrics", "source")
+_KEYS = ("version", "interface", "bundle", "files", "signature", "metrics", "source", "previous", "rollout")
+_PREVIOUS_KEYS = _KEYS[:-2]  # a previous release is a whole release of its own, without a wave of its own
+WAVE_SLOTS = 10_000  # a node's wave slot is one of 10,000: percents with two decimals place exactly
 _SIGNED_KEYS = ("version", "interface", "bundle", "files")
 _SCHEMES = ("s3://", "file://")
 _SIGNATURE_COMMENT = "over the canonical JSON of version, interface, bundle, files"
@@ -109,6 +114,20 @@ class Release:
     signature: str  # "ed25519:<base64>"
     metrics: dict[str, Any] = field(default_factory=dict)  # not signed
     source: dict[str, Any] = field(default_factory=dict)  # not signed
+    # Waves (DESIGN.md, "Rings and waves"). `previous` is the release the ring's nodes outside the wave run
+    # (signed on its own); `rollout_percent` the share of the ring's nodes in the wave, by a stable hash of
+    # the node's name (wave_slot). None: no wave, every node of the ring runs this release.
+    previous: Release | None = None
+    rollout_percent: float | None = None
+
+    def for_node(self, node: str) -> Release:
+        """The release ``node`` should run: this one inside the wave, ``previous`` outside it.
+
+        A node without a name (no NODE_NAME) cannot place itself, so it stays outside a partial wave.
+        """
+        if self.rollout_percent is None or self.previous is None or self.rollout_percent >= 100:
+            return self
+        return self if node and in_wave(node, self.rollout_percent) else self.previous
 
     @property
     def store_uri(self) -> str:
@@ -118,6 +137,21 @@ class Release:
     def object_key(self, name: str) -> str:
         """The store key of one bundle file: ``models/<version>/<name>``."""
         return f"{MODELS_PREFIX}/{self.version}/{name}"
+
+
+def wave_slot(node: str) -> int:
+    """The node's place in every rollout, 0 … WAVE_SLOTS-1: the first 4 bytes of sha256(name), modulo.
+
+    Stable across releases, so the same nodes go first every time (operators know which to watch); the
+    same rule on every node and in the GitOps tooling (which nodes a wave's telemetry covers).
+    """
+    digest = hashlib.sha256(node.encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "big") % WAVE_SLOTS
+
+
+def in_wave(node: str, percent: float) -> bool:
+    """Whether ``node`` is in a wave of ``percent`` (0 to 100) of its ring."""
+    return wave_slot(node) < round(percent * WAVE_SLOTS / 100)
 
 
 # --- signing --------------------------------------------------------------------------------------------
@@ -233,19 +267,20 @@ def _kind(value: Any) -> str:
             dict: "a mapping"}.get(type(value), type(value).__name__)  # fmt: skip
 
 
-def _from_doc(doc: Mapping[Any, Any], source: str) -> Release | None:
+def _from_doc(doc: Mapping[Any, Any], source: str, prefix: str = "") -> Release | None:
     def fail(key: str, problem: str) -> ReleaseError:
-        return ReleaseError(f"{source}: {key}: {problem}")
+        return ReleaseError(f"{source}: {prefix}{key}: {problem}")
 
-    unknown = [str(k) for k in doc if k not in _KEYS]
+    allowed = _PREVIOUS_KEYS if prefix else _KEYS
+    unknown = [str(k) for k in doc if k not in allowed]
     if unknown:
-        raise fail(
-            unknown[0],
-            f"unknown key; a release file has only {', '.join(_KEYS)} (check the spelling)",
-        )
+        what = "a previous release has" if prefix else "a release file has"
+        raise fail(unknown[0], f"unknown key; {what} only {', '.join(allowed)} (check the spelling)")
     if "version" not in doc:
         raise fail("version", 'missing; write `version: null` for "no release yet"')
     version = doc["version"]
+    if version is None and prefix:
+        raise fail("version", "a previous release needs a version; remove `previous` if there is none")
     if version is None:
         set_keys = [k for k in _KEYS if k != "version" and doc.get(k) not in (None, {}, "")]
         if set_keys:
@@ -307,6 +342,7 @@ def _from_doc(doc: Mapping[Any, Any], source: str) -> Release | None:
             raise fail(key, f"expected a mapping with string keys (or nothing), found {_kind(value)}")
         extras[key] = dict(value)
 
+    previous, percent = _wave(doc, version, source, fail)
     return Release(
         version=version,
         interface=interface,
@@ -315,7 +351,43 @@ def _from_doc(doc: Mapping[Any, Any], source: str) -> Release | None:
         signature=signature,
         metrics=extras["metrics"],
         source=extras["source"],
+        previous=previous,
+        rollout_percent=percent,
     )
+
+
+def _wave(
+    doc: Mapping[Any, Any], version: str, source: str, fail: Callable[[str, str], ReleaseError]
+) -> tuple[Release | None, float | None]:
+    previous: Release | None = None
+    value = doc.get("previous")
+    if value is not None:
+        if not isinstance(value, dict):
+            raise fail("previous", f"expected the mapping of a whole release, found {_kind(value)}")
+        previous = _from_doc(value, source, prefix="previous.")
+        assert previous is not None  # a previous without a version fails above
+        if previous.version == version:
+            raise fail(
+                "previous.version", f"is the release's own version {version}; give the one it replaces"
+            )
+    rollout = doc.get("rollout")
+    if rollout is None:
+        if previous is not None:
+            raise fail(
+                "rollout", "missing; with a `previous` release, say which share of nodes runs this one"
+            )
+        return None, None
+    if not isinstance(rollout, dict) or set(rollout) != {"percent"}:
+        raise fail("rollout", f"expected {{percent: N}} (0-100), found {_kind(rollout)} {rollout!r}")
+    percent = rollout["percent"]
+    if isinstance(percent, bool) or not isinstance(percent, int | float) or not 0 <= percent <= 100:
+        raise fail("rollout.percent", f"expected a number from 0 to 100, found {percent!r}")
+    if previous is None and percent < 100:
+        raise fail(
+            "rollout.percent",
+            f"{percent} needs a `previous` release for the nodes outside the wave; give one, or 100",
+        )
+    return previous, float(percent)
 
 
 def _files(value: Any, fail: Callable[[str, str], ReleaseError]) -> dict[str, FileEntry]:
@@ -410,6 +482,16 @@ def render_release(release: Release, *, ring: str) -> str:
         doc["metrics"] = _flow(release.metrics)
     if release.source:
         doc["source"] = _flow(release.source)
+    if release.previous is not None:
+        previous = CommentedMap()
+        for key, value in _as_doc(release.previous).items():
+            previous[key] = _flow(value) if isinstance(value, Mapping) and key != "files" else value
+        previous["files"] = CommentedMap(
+            (name, _flow(entry)) for name, entry in _plain_files(release.previous.files).items()
+        )
+        doc["previous"] = previous
+    if release.rollout_percent is not None:
+        doc["rollout"] = _flow({"percent": _percent(release.rollout_percent)})
     yaml = YAML()
     yaml.width = 4096  # never fold a digest or a signature onto two lines
     out = StringIO()
@@ -463,7 +545,15 @@ def _as_doc(release: Release) -> dict[str, Any]:
         doc["metrics"] = release.metrics
     if release.source:
         doc["source"] = release.source
+    if release.previous is not None:
+        doc["previous"] = _as_doc(release.previous)
+    if release.rollout_percent is not None:
+        doc["rollout"] = {"percent": _percent(release.rollout_percent)}
     return doc
+
+
+def _percent(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else value
 
 
 def edit_release_text(old_text: str, release: Release | None, *, ring: str, source: str) -> str:

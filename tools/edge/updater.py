@@ -367,6 +367,11 @@ class Updater:
             "Versions downloaded, verified, health-checked and swapped in",
             registry=reg,
         )
+        self._m_prefetches = Counter(
+            "edgeops_updater_prefetches",
+            "Announced releases downloaded and verified ahead of this node's wave",
+            registry=reg,
+        )
         self._m_cache_swaps = Counter(
             "edgeops_updater_cache_swaps", "Swaps to a version already on the node (rollbacks)", registry=reg
         )
@@ -560,7 +565,15 @@ class Updater:
     # --- reconcile ---
 
     def reconcile(self, release: Release | None) -> ReconcileResult:
-        """Bring the node to ``release`` (None: "no release yet"). Never raises for a bad release or store."""
+        """Bring the node to ``release`` (None: "no release yet"). Never raises for a bad release or store.
+
+        With a wave (``rollout.percent`` and ``previous``), the node runs the release when its wave slot
+        falls under the percent and ``previous`` otherwise; outside the wave it still downloads, verifies and
+        health-checks the announced release into its cache (prefetch), so the swap when its wave comes needs
+        no download, like a cached rollback.
+        """
+        announced = release
+        release = release.for_node(self.node) if release is not None else None
         start = time.perf_counter()
         self.last_activity = time.monotonic()
         version = release.version if release is not None else None
@@ -586,7 +599,57 @@ class Updater:
                 f"reconcile: {result.outcome}",
                 extra=self._f(version=version, outcome=result.outcome, seconds=round(result.seconds, 4)),
             )
+        if result.ok and announced is not None and release is not announced:
+            self._prefetch(announced)
         return result
+
+    def _prefetch(self, release: Release) -> None:
+        """Download, verify and health-check ``release`` into the cache without swapping to it.
+
+        A failure here costs this node nothing (it keeps serving ``previous``): it is logged and counted,
+        and retried on the next loop.
+        """
+        vdir = self.root / release.version
+        if self._is_complete(vdir):
+            return
+        try:
+            self._check_signed_and_accepted(release)
+            if vdir.exists() or vdir.is_symlink():
+                self._trash(vdir, delete=True)  # not ours, or left incomplete: never trusted
+            self._promote(self._stage(release), vdir)
+        except UpdaterError as exc:
+            self._m_failures.labels(reason=exc.reason).inc()
+            log.warning(
+                "prefetch of the announced release failed; this node keeps its wave's release",
+                extra=self._f(version=release.version, reason=exc.reason, error=str(exc)),
+            )
+            return
+        except OSError as exc:
+            self._m_failures.labels(reason="io").inc()
+            log.warning(
+                "prefetch of the announced release failed",
+                extra=self._f(version=release.version, reason="io", error=exc.strerror or str(exc)),
+            )
+            return
+        self._m_prefetches.inc()
+        log.info(
+            "prefetched the announced release for this node's wave", extra=self._f(version=release.version)
+        )
+        self._prune()
+
+    def _check_signed_and_accepted(self, release: Release) -> None:
+        """The signature first: nothing is downloaded, cached or swapped for a release nobody signed."""
+        try:
+            verify_release(release, self.public_key)
+        except ReleaseSignatureError as exc:
+            raise UpdaterError("signature", str(exc)) from None
+        if self.accept_interfaces and release.interface not in self.accept_interfaces:
+            raise UpdaterError(
+                "interface",
+                f"release {release.version} has interface {release.interface}, which this ring does not "
+                f"accept ({', '.join(self.accept_interfaces)}); the inference service here cannot call it. "
+                "Release a model with an accepted interface, or add it to the ring's accepted list",
+            )
 
     def _failed(
         self, version: str | None, reason: str, message: str, refused: bool, start: float
@@ -611,18 +674,7 @@ class Updater:
         self._desired = release.version
         self._m_desired.info({"version": release.version})
 
-        # The signature first: nothing is downloaded, cached or swapped for a release nobody signed.
-        try:
-            verify_release(release, self.public_key)
-        except ReleaseSignatureError as exc:
-            raise UpdaterError("signature", str(exc)) from None
-        if self.accept_interfaces and release.interface not in self.accept_interfaces:
-            raise UpdaterError(
-                "interface",
-                f"release {release.version} has interface {release.interface}, which this ring does not "
-                f"accept ({', '.join(self.accept_interfaces)}); the inference service here cannot call it. "
-                "Release a model with an accepted interface, or add it to the ring's accepted list",
-            )
+        self._check_signed_and_accepted(release)
 
         version = release.version
         vdir = self.root / version
