@@ -150,6 +150,15 @@ def test_hardening_of_the_agent() -> None:
     assert mounts["release"]["readOnly"] and mounts["signing"]["readOnly"]
 
 
+@pytest.mark.parametrize("ring", ["pilot", "fleet"])
+def test_every_agent_knows_its_node_name_for_its_wave(ring: str) -> None:
+    """The updater places itself in a rollout wave by NODE_NAME: the built DaemonSet must set it from the
+    downward API, or every node would stay outside any partial wave (tools/artifacts/release.py, for_node)."""
+    (container,) = by_kind(build(ring), "DaemonSet")["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container.get("env", [])}
+    assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+
+
 def test_render_names_unknown_rings() -> None:
     result = subprocess.run(
         [EDGEOPS, "render", "canary"], cwd=REPO, capture_output=True, text=True, check=False

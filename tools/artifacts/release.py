@@ -464,9 +464,8 @@ def _flow(mapping: Mapping[str, Any]) -> CommentedMap:
     return out
 
 
-def render_release(release: Release, *, ring: str) -> str:
-    """The text of ``environments/<ring>/release.yaml`` pinning ``release``; stable for equal input."""
-    header = _header(ring)
+def _release_map(release: Release) -> CommentedMap:
+    """The block-style mapping of ``release`` (and of its ``previous``, the same way, one level in)."""
     doc = CommentedMap()
     doc["version"] = release.version
     doc["interface"] = release.interface
@@ -483,15 +482,16 @@ def render_release(release: Release, *, ring: str) -> str:
     if release.source:
         doc["source"] = _flow(release.source)
     if release.previous is not None:
-        previous = CommentedMap()
-        for key, value in _as_doc(release.previous).items():
-            previous[key] = _flow(value) if isinstance(value, Mapping) and key != "files" else value
-        previous["files"] = CommentedMap(
-            (name, _flow(entry)) for name, entry in _plain_files(release.previous.files).items()
-        )
-        doc["previous"] = previous
+        doc["previous"] = _release_map(release.previous)
     if release.rollout_percent is not None:
         doc["rollout"] = _flow({"percent": _percent(release.rollout_percent)})
+    return doc
+
+
+def render_release(release: Release, *, ring: str) -> str:
+    """The text of ``environments/<ring>/release.yaml`` pinning ``release``; stable for equal input."""
+    header = _header(ring)
+    doc = _release_map(release)
     yaml = YAML()
     yaml.width = 4096  # never fold a digest or a signature onto two lines
     out = StringIO()

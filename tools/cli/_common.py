@@ -49,7 +49,6 @@ def at_least(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
         return value
 
-    parse.__name__ = "positive integer" if minimum == 1 else f"integer >= {minimum}"
     return parse
 
 

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from packaging.markers import Marker  # pip's own marker rules; onnxruntime needs packaging
+
 from tools.core.errors import EdgeopsError
 
 __all__ = ["Closure", "base_requirements", "closure", "make_venv"]
@@ -41,16 +43,11 @@ def _requirement_name(spec: str) -> str | None:
     """The distribution a ``Requires-Dist`` line names when it applies here without extras; else None."""
     text, _, marker = spec.partition(";")
     if marker.strip():
-        # Evaluated by packaging's rules (pip vendors it); a requirement behind `extra == ...` never applies.
+        # A requirement behind `extra == ...` never applies: no extras are installed on a node.
         if "extra" in marker:
             return None
-        try:
-            from pip._vendor.packaging.markers import Marker  # the marker grammar pip itself evaluates
-        except ImportError:  # a venv without pip: keep the requirement (more, never less)
-            pass
-        else:
-            if not Marker(marker.strip()).evaluate():
-                return None
+        if not Marker(marker.strip()).evaluate():
+            return None
     match = _NAME.match(text)
     return canonical(match.group(1)) if match else None
 
