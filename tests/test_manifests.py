@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import re
 import shutil
 import subprocess
@@ -11,6 +13,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import EDGEOPS, REPO
+from tests.releasekit import INTERFACE, Keys, keys
+from tools.artifacts.bundle import FileEntry
+from tools.artifacts.release import Release, edit_release_text, make_release, parse_release
 from tools.gitops.manifests import (
     kustomize_build,
     parse_objects,
@@ -111,24 +116,56 @@ def test_rings_differ_only_where_they_should() -> None:
     assert ds["fleet"]["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"] == "10%"
 
 
-def test_a_release_change_renames_the_configmap_and_so_rolls_the_daemonset(tmp_path: Path) -> None:
+def _release(
+    k: Keys, version: str, *, previous: Release | None = None, percent: float | None = None
+) -> Release:
+    digest = hashlib.sha256(version.encode()).hexdigest()
+    files = {
+        name: FileEntry(sha256=digest, bytes=size) for name, size in (("model.onnx", 999), ("golden.json", 9))
+    }
+    release = make_release(
+        k.private, version=version, interface=INTERFACE, bundle=f"s3://models/models/{version}/", files=files
+    )
+    return dataclasses.replace(release, previous=previous, rollout_percent=percent)
+
+
+def test_a_release_changes_the_configmap_data_never_the_daemonset(tmp_path: Path) -> None:
+    """Issue #16: the DaemonSet object is byte-identical at every release and wave of a ring, so Kubernetes'
+    DaemonSet controller (and its maxUnavailable, which counts offline nodes) never paces a model rollout;
+    only the stable-name ConfigMap's data changes, and the agents reconcile in their waves."""
     for folder in ("manifests", "environments"):
         shutil.copytree(REPO / folder, tmp_path / folder)
-    before = by_kind(build("pilot", tmp_path), "DaemonSet")
-    release = tmp_path / "environments" / "pilot" / "release.yaml"
-    release.write_text(release.read_text().replace("version: null", "version: null  # touched"))
-    after_objects = build("pilot", tmp_path)
-    after = by_kind(after_objects, "DaemonSet")
-
-    def release_volume(ds: dict[str, Any]) -> str:
-        return next(
-            v["configMap"]["name"]
-            for v in ds["spec"]["template"]["spec"]["volumes"]
-            if v["name"] == "release"
-        )
-
-    assert release_volume(before) != release_volume(after)
-    assert release_volume(after) in {o["metadata"]["name"] for o in after_objects if o["kind"] == "ConfigMap"}
+    k = keys()
+    v1 = _release(k, "v1.0")
+    releases = {
+        "no release": None,
+        "v1.0": v1,
+        "v1.1 at 5%": _release(k, "v1.1", previous=v1, percent=5),
+        "v1.1 at 25%": _release(k, "v1.1", previous=v1, percent=25),
+        "v1.1 at 100%": _release(k, "v1.1", previous=v1, percent=100),
+        "v1.2 at 5%": _release(k, "v1.2", previous=_release(k, "v1.1"), percent=5),
+    }
+    file = tmp_path / "environments" / "fleet" / "release.yaml"
+    original = file.read_text()
+    daemonsets: dict[str, str] = {}
+    configmaps: dict[str, dict[str, Any]] = {}
+    for name, release in releases.items():
+        file.write_text(edit_release_text(original, release, ring="fleet", source=str(file)))
+        rendered = kustomize_build(tmp_path / RINGS["fleet"], repo_root=REPO)
+        objects = parse_objects(rendered)
+        (daemonset,) = [d for d in rendered.split("\n---\n") if "\nkind: DaemonSet\n" in f"\n{d}\n"]
+        daemonsets[name] = daemonset  # the bytes Argo CD applies
+        (configmap,) = [o for o in objects if o["kind"] == "ConfigMap" and "release.yaml" in o["data"]]
+        configmaps[name] = configmap
+        assert parse_release(configmap["data"]["release.yaml"], source=name) == release
+    assert len(set(daemonsets.values())) == 1, "a release changed the DaemonSet"
+    assert {c["metadata"]["name"] for c in configmaps.values()} == {"model-release-fleet"}
+    assert len({c["data"]["release.yaml"] for c in configmaps.values()}) == len(releases)
+    volume = next(
+        v for v in by_kind(build("fleet"), "DaemonSet")["spec"]["template"]["spec"]["volumes"]
+        if v["name"] == "release"
+    )  # fmt: skip
+    assert volume["configMap"]["name"] == "model-release-fleet"  # the ConfigMap the agents mount
 
 
 def test_hardening_of_the_agent() -> None:
