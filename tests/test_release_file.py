@@ -342,3 +342,81 @@ def test_malformed_waves_are_refused_naming_the_key(wave: Release, edit: Any, me
     YAML(typ="safe", pure=True).dump(doc, out)
     with pytest.raises(ReleaseError, match=re.escape(f"fleet.yaml: {message}")):
         parse_release(out.getvalue(), source="fleet.yaml")
+
+
+# --- swap windows: `rollout.windows` (tools/core/windows.py) -----------------------------------------------
+
+WINDOWS = ("22:00-04:00", "Mon-Fri 12:00-13:00")
+
+
+def test_swap_windows_render_in_the_rollout_line_and_round_trip(wave: Release, keys: Keys) -> None:
+    windowed = dataclasses.replace(wave, swap_windows=WINDOWS)
+    text = render_release(windowed, ring="fleet")
+    assert "\nrollout: {percent: 5, windows: ['22:00-04:00', 'Mon-Fri 12:00-13:00']}\n" in text
+    assert parse_release(text, source="fleet") == windowed
+    # A YAML 1.1 reader (libyaml) reads the same: '22:00' plain would be a base-60 integer there.
+    assert YAML(typ="safe").load(text)["rollout"] == {"percent": 5, "windows": list(WINDOWS)}
+    # Not signed, like the rest of `rollout`: both signatures still verify.
+    parsed = parse_release(text, source="fleet")
+    assert parsed is not None and parsed.previous is not None
+    verify_release(parsed, keys[1])
+    verify_release(parsed.previous, keys[1])
+
+
+def test_adding_changing_and_dropping_windows_is_a_one_line_diff(wave: Release) -> None:
+    text = render_release(wave, ring="fleet")
+    steps = [
+        (dataclasses.replace(wave, swap_windows=WINDOWS), WINDOWS),
+        (dataclasses.replace(wave, rollout_percent=25.0, swap_windows=WINDOWS), WINDOWS),
+        (dataclasses.replace(wave, rollout_percent=25.0, swap_windows=WINDOWS[:1]), WINDOWS[:1]),
+        (dataclasses.replace(wave, rollout_percent=25.0), ()),
+    ]
+    for new, windows in steps:
+        edited = edit_release_text(text, new, ring="fleet", source="f")
+        changed = [(a, b) for a, b in zip(text.splitlines(), edited.splitlines(), strict=True) if a != b]
+        assert len(changed) == 1 and changed[0][1].startswith("rollout: {percent: "), changed
+        parsed = parse_release(edited, source="f")
+        assert parsed == new and parsed.swap_windows == windows
+        text = edited
+
+
+def test_a_release_of_the_whole_ring_carries_windows_with_percent_100(release: Release) -> None:
+    whole = dataclasses.replace(release, rollout_percent=100.0, swap_windows=("Sat,Sun 00:00-24:00",))
+    text = render_release(whole, ring="pilot")
+    assert "\nrollout: {percent: 100, windows: ['Sat,Sun 00:00-24:00']}\n" in text
+    assert parse_release(text, source="pilot") == whole
+    assert whole.for_node("edge-0001") is whole
+    # An empty list is no window (and is not written back).
+    empty = parse_release(text.replace("['Sat,Sun 00:00-24:00']", "[]"), source="pilot")
+    assert empty is not None and empty.swap_windows == ()
+    # Windows live in the rollout block: without a percent there is nowhere to write them.
+    with pytest.raises(ReleaseError, match=r"swap windows \['22:00-04:00'\] need a rollout percent"):
+        render_release(dataclasses.replace(release, swap_windows=("22:00-04:00",)), ring="pilot")
+
+
+@pytest.mark.parametrize(
+    ("rollout", "message"),
+    [
+        ({"percent": 5, "windows": "22:00-04:00"}, "rollout.windows: expected a list of swap windows"),
+        ({"percent": 5, "windows": ["22:00-04:00", 2200]}, "rollout.windows[1]: expected a string"),
+        (
+            {"percent": 5, "windows": ["25:00-04:00"]},
+            "rollout.windows[0]: swap window '25:00-04:00': 25:00 is not a time of day",
+        ),
+        (
+            {"percent": 5, "windows": ["22:00-04:00", "Mo-Fr 12:00-13:00"]},
+            "rollout.windows[1]: swap window 'Mo-Fr 12:00-13:00': 'Mo' is not a day",
+        ),
+        ({"windows": ["22:00-04:00"]}, "rollout: expected {percent: N} (0-100), optionally with windows"),
+        ({"percent": 5, "window": ["22:00-04:00"]}, "rollout: expected {percent: N}"),
+    ],
+)
+def test_malformed_windows_are_refused_naming_the_key(
+    wave: Release, rollout: dict[str, Any], message: str
+) -> None:
+    doc = YAML(typ="safe", pure=True).load(render_release(wave, ring="fleet"))
+    doc["rollout"] = rollout
+    out = StringIO()
+    YAML(typ="safe", pure=True).dump(doc, out)
+    with pytest.raises(ReleaseError, match=re.escape(f"fleet.yaml: {message}")):
+        parse_release(out.getvalue(), source="fleet.yaml")

@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,11 @@ from tools.edge.updater import (
     MARKER,
     Updater,
     UpdaterError,
+    build_parser,
     golden_check,
+    prefetch_delay,
     run,
+    run_from_args,
     serve_http,
 )
 from tools.kits.devservices import S3Endpoint
@@ -760,8 +764,248 @@ def test_the_agent_reads_its_wave_from_node_name(world: World) -> None:
     env = {k: v for k, v in os.environ.items() if k != CRASH_ENV} | {"NODE_NAME": outside}
     command = [sys.executable, "-m", "tools.edge.updater", "run", "--once", "--release", str(release_file),
                "--root", str(root), "--public-key", str(world.public_key_path)]  # fmt: skip
+    # The default spread (300 s) holds the prefetch back: a one-shot run ends before its delay.
     done = subprocess.run(
         command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False
     )
     assert done.returncode == 0, done.stderr
+    assert os.readlink(root / CURRENT) == "v1.0" and not (root / "v1.1").exists()
+    done = subprocess.run(
+        [*command, "--prefetch-spread", "0"], cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
     assert os.readlink(root / CURRENT) == "v1.0" and (root / "v1.1" / "model.onnx").is_file()
+
+
+# --- swap windows: a forward swap waits for the ring's window, a rollback never does -----------------------
+
+WED = datetime(2026, 6, 10)  # a Wednesday, far from any daylight-saving change
+NIGHT = "22:00-04:00"
+
+
+class Clock:
+    """The updater's clock (epoch seconds), set in this process's local time as a node reads its windows."""
+
+    def __init__(self, at: datetime) -> None:
+        self.now = at.timestamp()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def set(self, at: datetime) -> None:
+        self.now = at.timestamp()
+
+
+def windowed(release: Release, *windows: str) -> Release:
+    """``release`` for the whole ring, with swap windows (as `edgeops promote` writes them)."""
+    return dataclasses.replace(release, rollout_percent=100.0, swap_windows=windows)
+
+
+def reads_of(stores: list[CountingStore], version: str) -> int:
+    return sum(key.startswith(f"models/{version}/") for store in stores for key in store.gets)
+
+
+def test_a_newer_release_waits_for_the_window_then_swaps_from_the_cache(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = Clock(WED.replace(hour=14))
+    opener, stores = counting_opener()
+    root = world.tmp / "models"
+    with world.updater(clock=clock, store_opener=opener) as updater:
+        # A node that serves nothing has nothing to disturb: it installs at once, window or not.
+        assert updater.reconcile(windowed(world.releases["v1.0"], NIGHT)).outcome == "installed"
+        with caplog.at_level(logging.INFO, logger="edgeops.updater"):
+            first = updater.reconcile(windowed(world.releases["v1.1"], NIGHT))
+            clock.set(WED.replace(hour=21, minute=59))
+            again = updater.reconcile(windowed(world.releases["v1.1"], NIGHT))
+        assert (first.outcome, first.version, first.reason, first.ok) == ("waiting", "v1.1", "", True)
+        assert first.detail == "v1.1 waits for a swap window (22:00-04:00); serving v1.0"
+        assert again.outcome == "waiting"
+        assert served(root) == world.models["v1.0"]
+        assert updater.waiting_for_window == "v1.1"
+        # Ready: it serves what it should until the window opens, and says what waits.
+        assert updater.ready() == (True, "serving v1.0; v1.1 waits for a swap window (22:00-04:00)")
+        server = serve_http(updater, "127.0.0.1", 0)
+        try:
+            status = http_get(f"http://127.0.0.1:{server.server_address[1]}/ready")
+        finally:
+            server.shutdown()
+            server.server_close()
+        assert status == (200, "serving v1.0; v1.1 waits for a swap window (22:00-04:00)\n")
+        assert updater.prefetched("v1.1") and reads_of(stores, "v1.1") == 3  # cached, verified, not swapped
+        text = metrics_text(updater)
+        assert "edgeops_updater_waiting_for_window 1.0" in text
+        assert "edgeops_updater_ready 1.0" in text
+        assert 'edgeops_updater_desired_version_info{version="v1.1"} 1.0' in text
+        waits = [r for r in caplog.records if r.getMessage().startswith("newer release waits")]
+        assert len(waits) == 1  # said once, not every loop
+        assert waits[0].fields == {"version": "v1.1", "current": "v1.0", "windows": NIGHT}  # type: ignore[attr-defined]
+
+        clock.set(WED.replace(hour=22))  # the window opens: a swap from the cache, no download
+        opened = updater.reconcile(windowed(world.releases["v1.1"], NIGHT))
+        assert (opened.outcome, opened.version) == ("swapped_from_cache", "v1.1")
+        assert reads_of(stores, "v1.1") == 3
+        assert served(root) == world.models["v1.1"]
+        assert updater.ready() == (True, "serving v1.1")
+        assert updater.waiting_for_window is None
+        assert "edgeops_updater_waiting_for_window 0.0" in metrics_text(updater)
+
+
+def test_a_rollback_is_never_held_by_a_window(world: World) -> None:
+    world.publish("v1.2")
+    clock = Clock(WED.replace(hour=14))  # every window below is closed
+    with world.updater(clock=clock, keep=2) as updater:
+        for version in ("v1.0", "v1.1", "v1.2"):
+            updater.reconcile(world.releases[version])
+        assert updater.installed_versions() == ["v1.2", "v1.1"]
+        back = updater.reconcile(windowed(world.releases["v1.1"], NIGHT))
+        assert (back.outcome, updater.current_version()) == ("swapped_from_cache", "v1.1")
+        further = updater.reconcile(windowed(world.releases["v1.0"], NIGHT, "Sat,Sun 00:00-24:00"))
+        assert (further.outcome, updater.current_version()) == ("installed", "v1.0")  # older, not cached
+        assert updater.ready() == (True, "serving v1.0")
+        forward = updater.reconcile(windowed(world.releases["v1.1"], NIGHT))
+        assert (forward.outcome, updater.current_version()) == ("waiting", "v1.0")
+
+
+def test_a_node_outside_its_window_keeps_previous_when_its_wave_comes(world: World) -> None:
+    _, outside = node_names(5)
+    clock = Clock(WED.replace(hour=12, minute=30))
+    wave = dataclasses.replace(wave_of(world, "v1.1", "v1.0", 5), swap_windows=("Mon-Fri 12:00-13:00",))
+    with world.updater(node=outside, clock=clock) as updater:
+        assert updater.reconcile(wave).outcome == "installed"  # previous: older than nothing, not held
+        assert updater.prefetched("v1.1") and updater.current_version() == "v1.0"
+        clock.set(WED.replace(hour=13))
+        next_wave = dataclasses.replace(wave, rollout_percent=100.0)
+        assert updater.reconcile(next_wave).outcome == "waiting"
+        assert updater.ready() == (True, "serving v1.0; v1.1 waits for a swap window (Mon-Fri 12:00-13:00)")
+        clock.set(WED.replace(hour=14) + timedelta(days=1))  # Thursday, 14:00: closed
+        assert updater.reconcile(next_wave).outcome == "waiting"
+        clock.set(WED.replace(hour=12) + timedelta(days=1))
+        assert updater.reconcile(next_wave).outcome == "swapped_from_cache"
+
+
+def test_after_a_restart_a_waiting_node_checks_its_model_and_a_broken_one_does_not_wait(
+    world: World,
+) -> None:
+    clock = Clock(WED.replace(hour=14))
+    root = world.tmp / "models"
+    plain = windowed(world.releases["v1.1"], NIGHT)  # the node's model is not in the file: its marker
+    wave = dataclasses.replace(plain, previous=world.releases["v1.0"])  # checks it; here the signed previous
+    with world.updater(clock=clock) as updater:
+        updater.reconcile(world.releases["v1.0"])
+    for release in (plain, wave):
+        with world.updater(clock=clock) as restarted:
+            assert restarted.ready() == (False, "not reconciled yet")
+            assert restarted.reconcile(release).outcome == "waiting"
+            assert restarted.ready() == (True, "serving v1.0; v1.1 waits for a swap window (22:00-04:00)")
+    (root / "v1.0" / "model.onnx").write_bytes(b"bit rot")
+    with world.updater(clock=clock) as restarted:
+        result = restarted.reconcile(plain)  # a broken model is no reason to wait: nothing to disturb
+        assert (result.outcome, restarted.current_version()) == ("swapped_from_cache", "v1.1")
+        assert 'edgeops_updater_failures_total{reason="digest"} 1.0' in metrics_text(restarted)
+        assert restarted.ready() == (True, "serving v1.1")
+
+
+def test_the_agent_reads_windows_in_the_pods_time_zone(world: World) -> None:
+    now = datetime.now(UTC)
+    window = f"{now - timedelta(hours=1):%H:%M}-{now + timedelta(hours=1):%H:%M}"  # open now, in UTC
+    root = world.tmp / "agent"
+    with world.updater(root) as updater:
+        updater.reconcile(world.releases["v1.0"])
+    release_file = world.write_release(windowed(world.releases["v1.1"], window))
+    command = [sys.executable, "-m", "tools.edge.updater", "run", "--once", "--log-json",
+               "--prefetch-spread", "0", "--release", str(release_file), "--root", str(root),
+               "--public-key", str(world.public_key_path)]  # fmt: skip
+
+    def agent(tz: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k != CRASH_ENV} | {"TZ": tz}
+        return subprocess.run(
+            command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+
+    east = agent("EAST-12")  # POSIX TZ, no time zone database needed: twelve hours ahead of UTC
+    assert east.returncode == 0, east.stderr
+    assert os.readlink(root / CURRENT) == "v1.0" and (root / "v1.1" / MARKER).is_file()
+    messages = [json.loads(line)["msg"] for line in east.stderr.splitlines()]
+    assert "newer release waits for a swap window; keeping the current model" in messages
+    utc = agent("UTC0")
+    assert utc.returncode == 0, utc.stderr
+    assert os.readlink(root / CURRENT) == "v1.1"
+
+
+# --- the prefetch spread: a fleet does not hit the store at once -------------------------------------------
+
+
+def test_prefetch_delay_is_stable_and_uniform_over_the_spread() -> None:
+    names = [f"edge-{i:04d}" for i in range(2000)]
+    delays = [prefetch_delay(name, "v1.1", 300.0) for name in names]
+    assert delays == [prefetch_delay(name, "v1.1", 300.0) for name in names]  # the same on every restart
+    assert all(0 <= d < 300 for d in delays)
+    assert abs(float(np.mean(delays)) - 150) < 15  # within 10 % of spread / 2
+    counts, _ = np.histogram(delays, bins=10, range=(0, 300))
+    assert counts.min() > 150 and counts.max() < 250, counts  # 200 expected in each tenth
+    # Each release reshuffles the order: no node is always the last to be ready.
+    other = [prefetch_delay(name, "v1.2", 300.0) for name in names]
+    assert abs(float(np.corrcoef(delays, other)[0, 1])) < 0.1
+    assert prefetch_delay("edge-0001", "v1.1", 600.0) == 2 * prefetch_delay("edge-0001", "v1.1", 300.0)
+    assert prefetch_delay("edge-0001", "v1.1", 0) == 0.0
+    assert 0 <= prefetch_delay("edge-0001", "v1.1", 1e-300) < 1e-300
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="prefetch spread"):
+            prefetch_delay("edge-0001", "v1.1", bad)
+
+
+def test_outside_the_wave_the_store_is_read_only_after_the_nodes_delay(world: World) -> None:
+    names = [f"edge-{i:04d}" for i in range(1000)]
+    outside = next(n for n in names if not in_wave(n, 5) and 60 < prefetch_delay(n, "v1.1", 600.0) < 540)
+    delay = prefetch_delay(outside, "v1.1", 600.0)
+    inside, _ = node_names(5)
+    announced = wave_of(world, "v1.1", "v1.0", 5)
+    clock = Clock(WED.replace(hour=9))
+    seen = clock.now
+    opener, stores = counting_opener()
+    spread: dict[str, Any] = {"clock": clock, "prefetch_spread": 600.0, "store_opener": opener}
+    with world.updater(world.tmp / "out", node=outside, **spread) as updater:
+        assert updater.reconcile(announced).outcome == "installed"  # previous: the node's own, at once
+        assert (reads_of(stores, "v1.0"), reads_of(stores, "v1.1")) == (3, 0)
+        clock.now = seen + delay - 1
+        assert updater.reconcile(announced).outcome == "unchanged"
+        assert reads_of(stores, "v1.1") == 0 and not updater.prefetched("v1.1")
+        clock.now = seen + delay
+        assert updater.reconcile(announced).outcome == "unchanged"
+        assert reads_of(stores, "v1.1") == 3 and updater.prefetched("v1.1")
+        assert "edgeops_updater_prefetches_total 1.0" in metrics_text(updater)
+    # Inside the wave the release is the node's own: a swap never waits for the spread.
+    with world.updater(world.tmp / "in", node=inside, **spread) as updater:
+        assert updater.reconcile(announced).outcome == "installed"
+        assert updater.current_version() == "v1.1"
+
+
+def test_a_node_waiting_for_a_window_spreads_its_prefetch_and_installs_when_the_window_opens_first(
+    world: World,
+) -> None:
+    names = [f"edge-{i:04d}" for i in range(1000)]
+    node = next(n for n in names if 400 < prefetch_delay(n, "v1.1", 600.0) < 590)
+    clock = Clock(WED.replace(hour=21, minute=55))
+    opener, stores = counting_opener()
+    with world.updater(node=node, clock=clock, prefetch_spread=600.0, store_opener=opener) as updater:
+        updater.reconcile(world.releases["v1.0"])
+        assert updater.reconcile(windowed(world.releases["v1.1"], NIGHT)).outcome == "waiting"
+        assert reads_of(stores, "v1.1") == 0
+        clock.set(WED.replace(hour=22))  # 300 s later: the window opens before the node's delay is up
+        assert updater.reconcile(windowed(world.releases["v1.1"], NIGHT)).outcome == "installed"
+        assert reads_of(stores, "v1.1") == 3
+
+
+def test_the_prefetch_spread_flag_and_argument(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    required = ["run", "--release", "r.yaml", "--root", "models", "--public-key", "k.pub"]
+    assert build_parser().parse_args(required).prefetch_spread == 300.0
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--help"])
+    assert "--prefetch-spread SECONDS" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="--prefetch-spread -1"):
+        run_from_args(build_parser().parse_args([*required, "--prefetch-spread", "-1"]))
+    for bad in (-1.0, float("inf"), True):
+        with pytest.raises(ConfigError, match="prefetch spread"):
+            world.updater(prefetch_spread=bad)

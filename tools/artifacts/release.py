@@ -30,6 +30,18 @@ set. The model-updater then idles, reports ready, and keeps whatever model a nod
     # No release yet: the model-updater idles, reports ready and keeps whatever model a node already has.
     version: null
 
+With waves (DESIGN.md, "Rings and waves") the file also holds the signed ``previous`` release, the one the
+ring's nodes outside the wave keep, and a ``rollout`` block, optionally with the ring's swap windows
+(:mod:`tools.core.windows`; written by ``edgeops promote`` from ``rings.<ring>.swap_windows``)::
+
+    previous:
+      version: v2.0
+      …                                     # a whole release of its own, signed on its own
+    rollout: {percent: 25, windows: ['22:00-04:00', 'Sat,Sun 00:00-24:00']}
+
+``rollout`` is not signed: a next wave, or a window, changes only when a node swaps to a release whose
+signature it checks anyway.
+
 :func:`parse_release` reads both forms (``None`` for the empty one) and refuses anything else with the file
 and the key at fault; :func:`render_release` and :func:`render_no_release` write them, deterministically, in
 the key order above (release PRs edit the file with ruamel.yaml round-trip, so comments and order survive).
@@ -48,7 +60,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarstring import SingleQuotedScalarString
 
@@ -63,6 +75,7 @@ from tools.artifacts.bundle import (
 from tools.core.errors import EdgeopsError
 from tools.core.names import FILE_NAME, FILE_NAME_RULE, INTERFACE, RING_NAME, RING_NAME_RULE, SHA256_HEX
 from tools.core.signing import SIGNATURE_PREFIX, SignatureError, key_id, sign, verify
+from tools.core.windows import SwapWindow
 
 __all__ = [
     "REQUIRED_FILES",
@@ -119,6 +132,10 @@ class Release:
     # the node's name (wave_slot). None: no wave, every node of the ring runs this release.
     previous: Release | None = None
     rollout_percent: float | None = None
+    # Swap windows (`rollout.windows`, tools/core/windows.py): when a node may switch *forward* to a newer
+    # model, in its local time. Not signed, like the rest of `rollout`: a window only delays a swap the
+    # signature already allows. Empty: any time. Only with `rollout_percent` (they live in one block).
+    swap_windows: tuple[str, ...] = ()
 
     def for_node(self, node: str) -> Release:
         """The release ``node`` should run: this one inside the wave, ``previous`` outside it.
@@ -342,7 +359,7 @@ def _from_doc(doc: Mapping[Any, Any], source: str, prefix: str = "") -> Release 
             raise fail(key, f"expected a mapping with string keys (or nothing), found {_kind(value)}")
         extras[key] = dict(value)
 
-    previous, percent = _wave(doc, version, source, fail)
+    previous, percent, windows = _wave(doc, version, source, fail)
     return Release(
         version=version,
         interface=interface,
@@ -353,12 +370,13 @@ def _from_doc(doc: Mapping[Any, Any], source: str, prefix: str = "") -> Release 
         source=extras["source"],
         previous=previous,
         rollout_percent=percent,
+        swap_windows=windows,
     )
 
 
 def _wave(
     doc: Mapping[Any, Any], version: str, source: str, fail: Callable[[str, str], ReleaseError]
-) -> tuple[Release | None, float | None]:
+) -> tuple[Release | None, float | None, tuple[str, ...]]:
     previous: Release | None = None
     value = doc.get("previous")
     if value is not None:
@@ -376,9 +394,13 @@ def _wave(
             raise fail(
                 "rollout", "missing; with a `previous` release, say which share of nodes runs this one"
             )
-        return None, None
-    if not isinstance(rollout, dict) or set(rollout) != {"percent"}:
-        raise fail("rollout", f"expected {{percent: N}} (0-100), found {_kind(rollout)} {rollout!r}")
+        return None, None, ()
+    if not isinstance(rollout, dict) or "percent" not in rollout or set(rollout) - {"percent", "windows"}:
+        raise fail(
+            "rollout",
+            f"expected {{percent: N}} (0-100), optionally with windows: ['22:00-04:00', …], found "
+            f"{_kind(rollout)} {rollout!r}",
+        )
     percent = rollout["percent"]
     if isinstance(percent, bool) or not isinstance(percent, int | float) or not 0 <= percent <= 100:
         raise fail("rollout.percent", f"expected a number from 0 to 100, found {percent!r}")
@@ -387,7 +409,25 @@ def _wave(
             "rollout.percent",
             f"{percent} needs a `previous` release for the nodes outside the wave; give one, or 100",
         )
-    return previous, float(percent)
+    return previous, float(percent), _windows(rollout.get("windows", []), fail)
+
+
+def _windows(value: Any, fail: Callable[[str, str], ReleaseError]) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise fail(
+            "rollout.windows",
+            f"expected a list of swap windows such as ['22:00-04:00'], found {_kind(value)} {value!r}",
+        )
+    for index, text in enumerate(value):
+        if not isinstance(text, str):
+            raise fail(
+                f"rollout.windows[{index}]", f"expected a string such as 22:00-04:00, found {_kind(text)}"
+            )
+        try:
+            SwapWindow.parse(text)
+        except ValueError as exc:
+            raise fail(f"rollout.windows[{index}]", str(exc)) from None
+    return tuple(value)
 
 
 def _files(value: Any, fail: Callable[[str, str], ReleaseError]) -> dict[str, FileEntry]:
@@ -459,9 +499,20 @@ def _scalar(value: Any) -> Any:
 def _flow(mapping: Mapping[str, Any]) -> CommentedMap:
     out = CommentedMap()
     for key, value in mapping.items():
-        out[key] = _flow(value) if isinstance(value, Mapping) else _scalar(value)
+        out[key] = _flow_value(value)
     out.fa.set_flow_style()
     return out
+
+
+def _flow_value(value: Any) -> Any:
+    """``value`` as it goes inside ``{…}``: mappings and lists in flow style too, strings quoted as needed."""
+    if isinstance(value, Mapping):
+        return _flow(value)
+    if isinstance(value, list | tuple):
+        seq = CommentedSeq(_flow_value(item) for item in value)
+        seq.fa.set_flow_style()
+        return seq
+    return _scalar(value)
 
 
 def _release_map(release: Release) -> CommentedMap:
@@ -483,9 +534,26 @@ def _release_map(release: Release) -> CommentedMap:
         doc["source"] = _flow(release.source)
     if release.previous is not None:
         doc["previous"] = _release_map(release.previous)
-    if release.rollout_percent is not None:
-        doc["rollout"] = _flow({"percent": _percent(release.rollout_percent)})
+    rollout = _rollout(release)
+    if rollout is not None:
+        doc["rollout"] = _flow(rollout)
     return doc
+
+
+def _rollout(release: Release) -> dict[str, Any] | None:
+    """The ``rollout`` block of ``release``; None without a wave."""
+    if release.rollout_percent is None:
+        if release.swap_windows:
+            raise ReleaseError(
+                f"release {release.version}: swap windows {list(release.swap_windows)} need a rollout "
+                "percent (they are written as rollout: {percent: N, windows: […]}); give 100 for the "
+                "whole ring"
+            )
+        return None
+    rollout: dict[str, Any] = {"percent": _percent(release.rollout_percent)}
+    if release.swap_windows:
+        rollout["windows"] = list(release.swap_windows)
+    return rollout
 
 
 def render_release(release: Release, *, ring: str) -> str:
@@ -526,7 +594,8 @@ def _merge_into(target: CommentedMap, new: Mapping[str, Any]) -> None:
             _merge_into(current, value)
         else:
             flow = bool(target.fa.flow_style())  # inside {…}: quote what a YAML 1.1 reader would misread
-            item = _flow(value) if isinstance(value, Mapping) else _scalar(value) if flow else value
+            nested = isinstance(value, Mapping | list | tuple)
+            item = _flow_value(value) if nested or flow else value
             if key not in target:
                 target.insert(min(position, len(target)), key, item)
             elif current != value:
@@ -547,8 +616,9 @@ def _as_doc(release: Release) -> dict[str, Any]:
         doc["source"] = release.source
     if release.previous is not None:
         doc["previous"] = _as_doc(release.previous)
-    if release.rollout_percent is not None:
-        doc["rollout"] = {"percent": _percent(release.rollout_percent)}
+    rollout = _rollout(release)
+    if rollout is not None:
+        doc["rollout"] = rollout
     return doc
 
 

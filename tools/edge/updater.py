@@ -25,6 +25,10 @@ Otherwise verify the release's Ed25519 signature (before any download), check it
 accepted list (empty list = any interface: for labs, not for production rings), then
 
 - ``current`` is already the desired version and was checked by this process → nothing to do;
+- the version is newer than ``current``, the release names swap windows (``rollout.windows``) and none is
+  open at the node's local time (the pod's ``TZ``) → keep ``current`` (checked in place), report "waiting"
+  (``edgeops_updater_waiting_for_window`` 1, ``/ready`` 200 saying what waits) and prefetch the newer one;
+  a node serving nothing, a rollback and a repair never wait;
 - the version is cached and complete → re-verify its digests, run the golden check, swap (a rollback);
 - else download every listed file from ``<store>/models/<version>/`` into ``<version>.partial/`` (each file
   written atomically and fsynced, its size and sha256 checked against the release), verify the files on
@@ -35,13 +39,18 @@ then POST to the reload hook (a failure is logged and counted, the swap stays) a
 recently installed or activated versions plus ``current``. Any failure leaves ``current`` untouched; its
 reason is logged and counted in ``edgeops_updater_failures_total{reason}`` (reasons: :data:`FAILURE_REASONS`).
 
+Outside its wave (or while waiting for a window) a node prefetches the announced release into its cache,
+:func:`prefetch_delay` seconds after it first saw it (``--prefetch-spread``): a stable per-node share of the
+spread, so the fleet's downloads do not all start at the same instant.
+
 After a restart the first reconcile re-checks ``current`` in place (digests and golden check) and finishes
 an interrupted prune. A ``current`` whose files no longer match is downloaded again and replaced; only that
 repair renames the folder ``current`` points at, leaving the link dangling for the instant between two
 renames, which is acceptable only because the model there is already known to be damaged.
 
-HTTP (``--listen``): ``/ready`` (200 when ``current`` is the desired version and passed its check, or when
-idle; else 503 with the reason), ``/healthz`` (liveness: 503 when the loop has not progressed for
+HTTP (``--listen``): ``/ready`` (200 when ``current`` is the desired version and passed its check, when
+idle, or when it keeps its checked model while a newer one waits for a swap window; else 503 with the
+reason), ``/healthz`` (liveness: 503 when the loop has not progressed for
 ten intervals or 600 s, whichever is longer), ``/metrics`` (Prometheus text of this updater's own registry).
 
 Tests kill the process at named steps (:data:`CRASH_STEPS`) with ``EDGEOPS_UPDATER_CRASH_AT=<step>``, which
@@ -58,6 +67,7 @@ import hashlib
 import http.client
 import json
 import logging
+import math
 import os
 import secrets
 import shutil
@@ -70,6 +80,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -95,6 +106,7 @@ from tools.core.log import fields, setup_logging
 from tools.core.names import INTERFACE, VERSION
 from tools.core.signing import key_id, load_public_key
 from tools.core.store import Store, open_store
+from tools.core.windows import any_open, parse_windows
 
 __all__ = [
     "CRASH_ENV",
@@ -110,6 +122,7 @@ __all__ = [
     "build_parser",
     "golden_check",
     "main",
+    "prefetch_delay",
     "run",
     "run_from_args",
     "serve_http",
@@ -153,8 +166,9 @@ _REFUSAL_REASONS = frozenset({"signature", "interface", "digest", "golden"})
 # Swaps are a symlink + rename + fsync: sub-millisecond on local disks, tens of ms on a slow SD card.
 _SWAP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
-Outcome = Literal["installed", "swapped_from_cache", "unchanged", "idle", "refused", "failed"]
-_OK_OUTCOMES = frozenset({"installed", "swapped_from_cache", "unchanged", "idle"})
+# "waiting": a newer release is held back by the ring's swap windows; the node keeps (and serves) its model.
+Outcome = Literal["installed", "swapped_from_cache", "unchanged", "idle", "waiting", "refused", "failed"]
+_OK_OUTCOMES = frozenset({"installed", "swapped_from_cache", "unchanged", "idle", "waiting"})
 
 
 class UpdaterError(EdgeopsError):
@@ -177,8 +191,25 @@ class ReconcileResult:
 
     @property
     def ok(self) -> bool:
-        """True when the node ends on the desired version, or idles on "no release"."""
+        """True when the node ends on the desired version, idles on "no release", or keeps its healthy
+        model while a newer one waits for a swap window."""
         return self.outcome in _OK_OUTCOMES
+
+
+def prefetch_delay(node: str, version: str, spread_seconds: float) -> float:
+    """Seconds ``node`` waits, after it first sees ``version`` announced, before prefetching it.
+
+    A stable hash of node and version, mapped uniformly to [0, ``spread_seconds``): a fleet that sees a
+    release at the same moment spreads its downloads over the spread instead of hitting the store at once,
+    and each release reshuffles the order (the version is in the hash), so no node is always last.
+    """
+    if not (math.isfinite(spread_seconds) and spread_seconds >= 0):
+        raise ValueError(f"prefetch spread {spread_seconds!r}: give a finite number of seconds ≥ 0")
+    if spread_seconds == 0:
+        return 0.0
+    digest = hashlib.sha256(f"{node}\0{version}".encode()).digest()
+    fraction = (int.from_bytes(digest[:8], "big") >> 11) / 2**53  # 53 bits: exactly representable, < 1
+    return min(fraction * spread_seconds, math.nextafter(spread_seconds, 0.0))
 
 
 # --- file system helpers ------------------------------------------------------------------------------------
@@ -307,6 +338,11 @@ class Updater:
     reused. The fleet simulator may pass an opener that shares one store (one S3 client) between nodes.
     ``lock=False`` skips the per-root file lock (for simulators that hold many roots in one process and
     guarantee one updater per root themselves).
+
+    ``clock`` (epoch seconds; the fleet simulator passes a simulated one) is the time swap windows are read
+    at, as local time (``datetime.fromtimestamp``: the pod's ``TZ``), and the time a prefetch's delay runs
+    on. ``prefetch_spread``: an announced release this node does not run yet is prefetched
+    :func:`prefetch_delay` seconds (in [0, spread)) after this process first saw it; 0 prefetches at once.
     """
 
     def __init__(  # noqa: PLR0917 - the fleet simulator's documented call shape
@@ -322,6 +358,8 @@ class Updater:
         lock: bool = True,
         lock_timeout: float = 30.0,
         reload_timeout: float = 5.0,
+        clock: Callable[[], float] = time.time,
+        prefetch_spread: float = 0.0,
     ) -> None:
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
             raise ConfigError(f"keep must be an integer ≥ 1 (versions kept on the node), not {keep!r}")
@@ -338,6 +376,11 @@ class Updater:
                 f"reload URL {_redact_url(reload_url)!r} is not http:// or https://; give the inference "
                 "service's local reload endpoint, or no URL"
             )
+        spread_ok = isinstance(prefetch_spread, int | float) and not isinstance(prefetch_spread, bool)
+        if not (spread_ok and math.isfinite(prefetch_spread) and prefetch_spread >= 0):
+            raise ConfigError(
+                f"prefetch spread {prefetch_spread!r}: give a number of seconds ≥ 0 (0: prefetch at once)"
+            )
         crash_at = os.environ.get(CRASH_ENV)
         if crash_at and crash_at not in CRASH_STEPS:
             raise ConfigError(f"{CRASH_ENV}={crash_at!r} is not one of {', '.join(CRASH_STEPS)}")
@@ -347,6 +390,8 @@ class Updater:
         self.keep = keep
         self.reload_url = reload_url
         self.node = node
+        self.prefetch_spread = float(prefetch_spread)
+        self._clock = clock
         self._store_opener = store_opener
         self._stores: dict[str, Store] = {}
         self._reload_timeout = reload_timeout
@@ -395,6 +440,11 @@ class Updater:
             registry=reg,
         )
         self._m_ready = Gauge("edgeops_updater_ready", "1 when /ready answers 200", registry=reg)
+        self._m_waiting = Gauge(
+            "edgeops_updater_waiting_for_window",
+            "1 while a newer release waits for the ring's swap window (the node keeps its model)",
+            registry=reg,
+        )
 
         self._lock_fd: int | None = None
         self._reconciled = False
@@ -402,6 +452,8 @@ class Updater:
         self._desired: str | None = None
         self._verified: tuple[str, str] | None = None  # (version, files fingerprint) checked by this process
         self._problem = ""  # why the node is not on the desired version, for /ready
+        self._waiting: tuple[str, tuple[str, ...]] | None = None  # (held version, its closed windows)
+        self._first_seen: dict[str, float] = {}  # announced version → clock() when first seen (prefetch)
         self.last_activity = time.monotonic()  # for the liveness probe: a long download still counts
 
         try:
@@ -414,6 +466,7 @@ class Updater:
         self._recover()
         self._m_current.info({"version": self.current_version() or "none"})
         self._m_ready.set(0)
+        self._m_waiting.set(0)
 
     # --- lifecycle ---
 
@@ -522,8 +575,22 @@ class Updater:
                 found.append((stamp, parse_version(entry.name), entry.name))
         return [name for _, _, name in sorted(found, reverse=True)]
 
+    def prefetched(self, version: str) -> bool:
+        """Whether ``version`` is complete in this node's cache (downloaded, verified, health-checked), so
+        a swap to it needs no download. True for the version `current` points at as well."""
+        return bool(VERSION.fullmatch(version)) and self._is_complete(self.root / version)
+
+    @property
+    def waiting_for_window(self) -> str | None:
+        """The newer version held back by the ring's swap windows at the last reconcile (None: none)."""
+        return self._waiting[0] if self._waiting is not None else None
+
     def ready(self) -> tuple[bool, str]:
-        """(ready, why): ready when `current` is the desired version and passed its check, or when idle."""
+        """(ready, why): ready when `current` is the desired version and passed its check, or when idle.
+
+        While a newer release waits for a swap window the desired version is the one the node serves: it
+        is ready when that one passed its check, and says what it waits for.
+        """
         ok, why = self._readiness()
         self._m_ready.set(1 if ok else 0)
         return ok, why
@@ -541,6 +608,9 @@ class Updater:
             return False, f"{why}: {self._problem}" if self._problem else why
         if self._verified is None or self._verified[0] != current:
             return False, self._problem or f"{current} has not passed its health check"
+        if self._waiting is not None:
+            held, windows = self._waiting
+            return True, f"serving {current}; {held} waits for a swap window ({', '.join(windows)})"
         return True, f"serving {current}"
 
     def report_release_error(self, message: str) -> ReconcileResult:
@@ -549,10 +619,12 @@ class Updater:
         self._reconciled = True
         self._idle = False
         self._desired = None
+        self._waiting = None
+        self._m_waiting.set(0)
         self._problem = message
         self._m_failures.labels(reason="release").inc()
         self._m_desired.info({"version": "unknown"})
-        self._m_last.set(time.time())
+        self._m_last.set(self._clock())
         self._m_ready.set(0)
         self.last_activity = time.monotonic()
         if not repeated:  # a loop re-reads the file every interval: say it once, count it every time
@@ -570,7 +642,13 @@ class Updater:
         With a wave (``rollout.percent`` and ``previous``), the node runs the release when its wave slot
         falls under the percent and ``previous`` otherwise; outside the wave it still downloads, verifies and
         health-checks the announced release into its cache (prefetch), so the swap when its wave comes needs
-        no download, like a cached rollback.
+        no download, like a cached rollback. The prefetch starts :func:`prefetch_delay` after this process
+        first saw the release (``prefetch_spread``), so a fleet does not hit the store at once.
+
+        With swap windows (``rollout.windows``), a node whose release is *newer* than the model it serves
+        swaps only while a window is open at its local time; until then it keeps its model (outcome
+        "waiting", ready) and prefetches the newer one. A rollback, a repair and a first install (a node
+        that serves nothing) never wait.
         """
         announced = release
         release = release.for_node(self.node) if release is not None else None
@@ -578,7 +656,7 @@ class Updater:
         self.last_activity = time.monotonic()
         version = release.version if release is not None else None
         try:
-            outcome, detail = self._reconcile(release)
+            outcome, detail = self._reconcile(release, announced)
             result = ReconcileResult(outcome, version, "", detail, time.perf_counter() - start)
             self._problem = ""
         except UpdaterError as exc:
@@ -592,16 +670,45 @@ class Updater:
         finally:
             self._reconciled = True
             self.last_activity = time.monotonic()
-            self._m_last.set(time.time())
+            self._m_last.set(self._clock())
+        if result.outcome != "waiting":
+            self._waiting = None
+        self._m_waiting.set(0 if self._waiting is None else 1)
         self.ready()
-        if result.ok and result.outcome != "unchanged":
+        if result.ok and result.outcome not in ("unchanged", "waiting"):  # waiting: logged once, by _hold
             log.info(
                 f"reconcile: {result.outcome}",
                 extra=self._f(version=version, outcome=result.outcome, seconds=round(result.seconds, 4)),
             )
-        if result.ok and announced is not None and release is not announced:
-            self._prefetch(announced)
+        if result.ok and announced is not None and release is not None:
+            ahead = [release] if result.outcome == "waiting" else []  # held by a window: in the cache first
+            if release is not announced:
+                ahead.append(announced)  # outside the wave: ready for the wave's swap
+            self._prefetch_when_due(ahead)
         return result
+
+    def _prefetch_when_due(self, releases: Sequence[Release]) -> None:
+        """Prefetch each of ``releases`` once its delay since this process first saw it has passed.
+
+        The node forgets a version no longer ahead of it (installed, or no longer announced); seen again,
+        its delay starts again.
+        """
+        now = self._clock()
+        seen: dict[str, float] = {}
+        for release in releases:
+            version = release.version
+            if version in seen or self._is_complete(self.root / version):
+                continue
+            first = seen[version] = self._first_seen.get(version, now)
+            delay = prefetch_delay(self.node, version, self.prefetch_spread)
+            if now >= first + delay:
+                self._prefetch(release)
+            elif version not in self._first_seen:
+                log.info(
+                    "announced release seen; prefetching it after this node's share of the spread",
+                    extra=self._f(version=version, in_seconds=round(delay, 1), spread=self.prefetch_spread),
+                )
+        self._first_seen = seen
 
     def _prefetch(self, release: Release) -> None:
         """Download, verify and health-check ``release`` into the cache without swapping to it.
@@ -664,7 +771,7 @@ class Updater:
             "refused" if refused else "failed", version, reason, message, time.perf_counter() - start
         )
 
-    def _reconcile(self, release: Release | None) -> tuple[Outcome, str]:
+    def _reconcile(self, release: Release | None, announced: Release | None) -> tuple[Outcome, str]:
         if release is None:
             self._idle = True
             self._desired = None
@@ -707,6 +814,11 @@ class Updater:
             self._prune()
             return "installed", f"re-installed {version} over a damaged copy"
 
+        assert announced is not None  # a release for this node comes from an announced one
+        held = self._hold(release, announced, current)
+        if held is not None:
+            return held
+
         if self._is_complete(vdir):
             try:
                 self._check_installed(vdir, release)
@@ -736,6 +848,94 @@ class Updater:
         self._reload(version)
         self._prune()
         return "installed", f"installed {version}"
+
+    def _hold(self, release: Release, announced: Release, current: str | None) -> tuple[Outcome, str] | None:
+        """("waiting", why) when the ring's swap windows hold a *forward* swap to ``release`` back now.
+
+        Never held: a node that serves nothing (nothing to disturb), a rollback or any swap to an older
+        version (going back is how an incident ends; it must not wait for the night), and a node whose own
+        model fails its check (replacing a broken model disturbs nothing either).
+        """
+        if not announced.swap_windows or current is None:
+            return None
+        if parse_version(release.version) <= parse_version(current):
+            return None
+        try:
+            windows = parse_windows(announced.swap_windows)
+        except ValueError as exc:
+            raise UpdaterError("release", f"release {announced.version}: {exc}", refused=True) from None
+        now = datetime.fromtimestamp(self._clock())  # local time: the pod's TZ
+        if any_open(windows, now):
+            if self._waiting is not None and self._waiting[0] == release.version:
+                log.info(
+                    "swap window open; swapping", extra=self._f(version=release.version, current=current)
+                )
+            return None
+        if not self._current_is_healthy(current, announced, release.version):
+            return None
+        texts = tuple(window.text for window in windows)
+        if self._waiting is None or self._waiting[0] != release.version:
+            log.info(
+                "newer release waits for a swap window; keeping the current model",
+                extra=self._f(version=release.version, current=current, windows=",".join(texts)),
+            )
+        self._waiting = (release.version, texts)
+        self._desired = current  # until a window opens, what this node should serve is what it serves
+        return "waiting", f"{release.version} waits for a swap window ({', '.join(texts)}); serving {current}"
+
+    def _current_is_healthy(self, current: str, announced: Release, target: str) -> bool:
+        """Check ``current`` in place once per process: against its signed release when the file carries it
+        (``previous``), else against the files its completion marker recorded at install."""
+        vdir = self.root / current
+        known = announced.previous if announced.previous and announced.previous.version == current else None
+        files = known.files if known is not None else self._marker_files(vdir)
+        if files is not None and self._verified == (current, _files_fingerprint(files)):
+            return True
+        try:
+            if files is None:
+                raise UpdaterError(
+                    "digest", f"{current} has no readable completion marker on the node", refused=False
+                )
+            self._verify_files(vdir, files)
+            if known is not None:
+                self._check_card(vdir, known)
+            golden_check(vdir)
+        except UpdaterError as exc:
+            self._m_failures.labels(reason=exc.reason).inc()
+            log.error(
+                "the current model fails its check; installing the newer release now instead of waiting for "
+                "a swap window",
+                extra=self._f(version=target, current=current, reason=exc.reason, error=str(exc)),
+            )
+            return False
+        self._verified = (current, _files_fingerprint(files))
+        return True
+
+    @staticmethod
+    def _marker_files(vdir: Path) -> dict[str, FileEntry] | None:
+        """The files a version's completion marker recorded (checked against its signed release then)."""
+        try:
+            marker = json.loads((vdir / MARKER).read_bytes())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(marker, dict) or marker.get("format") != _MARKER_FORMAT:
+            return None
+        files = marker.get("files")
+        if not isinstance(files, dict) or not files:
+            return None
+        entries: dict[str, FileEntry] = {}
+        for name, entry in files.items():
+            if not (
+                isinstance(name, str)
+                and "/" not in name
+                and name not in ("", ".", "..")
+                and isinstance(entry, dict)
+                and isinstance(entry.get("sha256"), str)
+                and isinstance(entry.get("bytes"), int)
+            ):
+                return None
+            entries[name] = {"sha256": entry["sha256"], "bytes": entry["bytes"]}
+        return entries
 
     def _store(self, uri: str) -> Store:
         store = self._stores.get(uri)
@@ -780,7 +980,7 @@ class Updater:
                     _crash_point("during_download")
             fsync_path(partial)
             _crash_point("after_partial_download")
-            self._verify_files(partial, release)  # what landed on disk, not what we meant to write
+            self._verify_files(partial, release.files)  # what landed on disk, not what we meant to write
             _crash_point("after_verify")
             self._check_card(partial, release)
             golden_check(partial)
@@ -811,12 +1011,12 @@ class Updater:
         _crash_point("after_rename")
 
     def _check_installed(self, vdir: Path, release: Release) -> None:
-        self._verify_files(vdir, release)
+        self._verify_files(vdir, release.files)
         self._check_card(vdir, release)
         golden_check(vdir)
 
-    def _verify_files(self, folder: Path, release: Release) -> None:
-        for name, entry in sorted(release.files.items()):
+    def _verify_files(self, folder: Path, files: Mapping[str, FileEntry]) -> None:
+        for name, entry in sorted(files.items()):
             path = folder / name
             try:
                 size = path.stat().st_size
@@ -983,18 +1183,23 @@ def run(
     once: bool = False,
     listen: tuple[str, int] | None = None,
     retry_refused: float = 600.0,
+    prefetch_spread: float = 0.0,
     stop: threading.Event | None = None,
 ) -> int:
     """The agent: reconcile every ``interval`` seconds (re-reading the release file) until ``stop``/SIGTERM.
 
-    With ``once``: a single pass; 0 when the node ends on the desired version or idles, 1 otherwise.
+    With ``once``: a single pass; 0 when the node ends on the desired version, idles, or keeps its healthy
+    model while a newer one waits for a swap window; 1 otherwise.
     A release that was refused is not re-tried for ``retry_refused`` seconds (its download would fail the
-    same way and only load the store), unless the release file changes.
+    same way and only load the store), unless the release file changes. ``prefetch_spread``: see
+    :class:`Updater` (a ``once`` run prefetches only what is due at once: the delay lives in memory).
     """
     public_key = load_public_key(Path(public_key_path))
     stop = stop or threading.Event()
     node = os.environ.get("NODE_NAME", "")
-    updater = Updater(root, public_key, accept_interfaces, keep, reload_url, node=node)
+    updater = Updater(
+        root, public_key, accept_interfaces, keep, reload_url, node=node, prefetch_spread=prefetch_spread
+    )
     stale_after = max(10 * interval, 600.0)
 
     def alive() -> tuple[bool, str]:
@@ -1025,6 +1230,7 @@ def run(
                 key_id=key_id(public_key),
                 accept_interfaces=",".join(accept_interfaces) or "any",
                 keep=keep,
+                prefetch_spread=prefetch_spread,
                 once=once,
             ),
         )
@@ -1114,9 +1320,19 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="wait before retrying a refused, unchanged release (default 600)",
     )
     parser.add_argument(
+        "--prefetch-spread",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="spread the fleet's prefetches of an announced release over this many seconds: each node "
+        "waits its own stable share (a hash of node and version) after first seeing it (default 300; "
+        "0: at once). A node inside its wave installs at once",
+    )
+    parser.add_argument(
         "--once",
         action="store_true",
-        help="one reconcile, then exit: 0 on the desired version (or idle), 1 otherwise",
+        help="one reconcile, then exit: 0 on the desired version (or idle, or keeping a healthy model "
+        "while a newer one waits for a swap window), 1 otherwise",
     )
     parser.add_argument(
         "--listen",
@@ -1138,6 +1354,10 @@ def run_from_args(args: argparse.Namespace) -> int:
         raise ConfigError(f"--keep {args.keep}: keep at least 1 version (the current one)")
     if not args.interval > 0:
         raise ConfigError(f"--interval {args.interval:g}: give a positive number of seconds")
+    if not (math.isfinite(args.prefetch_spread) and args.prefetch_spread >= 0):
+        raise ConfigError(
+            f"--prefetch-spread {args.prefetch_spread:g}: give a number of seconds ≥ 0 (0: prefetch at once)"
+        )
     return run(
         release_path=args.release,
         root=args.root,
@@ -1149,6 +1369,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         once=args.once,
         listen=args.listen,
         retry_refused=args.retry_refused,
+        prefetch_spread=args.prefetch_spread,
     )
 
 
