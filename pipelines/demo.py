@@ -4,8 +4,9 @@ Two months of it: synthetic LDOs → PostgreSQL + S3 (throwaway servers, when th
 → evaluate against the fleet model → export → publish a signed bundle → the pilot PR → approval and merge
 → Argo CD's sync (simulated: the ring built with kustomize at the merged commit) → the simulated fleet
 converges → a simulated soak with pilot telemetry → the promotion PR → merge → the fleet converges. Then
-the next month's model does the same, compared with the fleet's, and is rolled back by ``git revert``:
-the fleet returns to the previous model from its cache.
+the next month's model does the same, compared with the fleet's, but enters the fleet in waves (5%, 25%,
+100% of its nodes, each wave a PR gated on that wave's own telemetry; the other nodes prefetch it), and is
+rolled back by ``edgeops rollback``: the fleet returns to the previous model from its cache.
 
 Everything happens in a fresh workspace folder (default ``.edgeops/demo``, ignored by git): the demo's own
 git repository (a bare remote and a clone of it), store, fleet and report. The user's checkout and remotes
@@ -382,6 +383,7 @@ def _journey(
                 dsn=story.dsn,
                 dry_run=True,
                 telemetry_reader=story.telemetry_reader(),
+                devices=story.devices(),
             )
             failed = ", ".join(g.name for g in early.gates if not g.passed)
             _say(f"   (an hour after the merge it would be refused: {failed})")
@@ -390,6 +392,7 @@ def _journey(
                 from_ring="pilot",
                 dsn=story.dsn,
                 telemetry_reader=story.telemetry_reader(),
+                devices=story.devices(),
             )
             for g in decision.gates:
                 _say(f"   {'PASS' if g.passed else 'FAIL'} {g.name:<26} {g.detail}")
@@ -398,22 +401,60 @@ def _journey(
                 return 0
             story.show_pr(decision.pr, lines=12)
         with _step(f"Approve and merge #{decision.pr.number}; Argo CD syncs the fleet ring"):
-            story.merge(decision.pr)
-            story.sync(
+            merged = story.merge(decision.pr)
+            phase = story.sync(
                 "fleet",
                 f"fleet-{version}",
                 public_key=key.public_key(),
                 interface=card["interface"],
                 expect=version,
             )
+        # The fleet in waves (edgeops.yaml rings.fleet.waves): each wave soaks, its own nodes report, and
+        # `edgeops promote` opens the next wave's one-line PR when the wave passes its gates.
+        wave_soak = cfg.rings[cfg.last_ring].wave_soak_hours
+        while phase.percent is not None and phase.percent < 100:
+            with _step(
+                f"Wave {phase.percent:g}% soaks ({wave_soak:g} h, simulated); its {phase.in_wave} node(s) "
+                "report; `edgeops promote --from pilot` opens the next wave"
+            ):
+                count = story.report_predictions(
+                    "fleet", version, merged, wave_soak, feed, truth, thresholds, list(card["labels"]),
+                    seed + month + int(phase.percent),
+                )  # fmt: skip
+                _say(f"   {count} predictions from the wave's nodes")
+                decision = promote(
+                    story.workspace(merged + timedelta(hours=wave_soak + 1)),
+                    from_ring="pilot",
+                    dsn=story.dsn,
+                    telemetry_reader=story.telemetry_reader(),
+                    devices=story.devices(),
+                )
+                for g in decision.gates:
+                    _say(f"   {'PASS' if g.passed else 'FAIL'} {g.name:<26} {g.detail}")
+                if decision.pr is None:
+                    _say(
+                        f"\nedgeops demo: the next wave of {version} was refused ({decision.note}); stopping."
+                    )
+                    return 0
+                story.show_pr(decision.pr, lines=6)
+            with _step(f"Approve and merge #{decision.pr.number}; Argo CD syncs the fleet ring"):
+                merged = story.merge(decision.pr)
+                phase = story.sync(
+                    "fleet",
+                    f"fleet-{version}@{decision.percent:g}",
+                    public_key=key.public_key(),
+                    interface=card["interface"],
+                    expect=version,
+                )
 
     with _step(
-        f"Roll the fleet back: `edgeops rollback --ring fleet` = `git revert` of {versions[-1]}'s promotion"
+        f"Roll the fleet back: `edgeops rollback --ring fleet` returns it to {versions[0]} (the release's "
+        f"`previous`) and records {versions[-1]} as revoked"
     ):
         back = rollback(story.workspace(), ring="fleet", reason="demo: the on-call engineer rolls back")
         _say(
-            f"   reverts {back.reverted[:12] if back.reverted else '(writes the release)'}: "
-            f"{back.current} → {back.target}"
+            f"   {back.current} → {back.target}"
+            + (f" (reverts {back.reverted[:12]})" if back.reverted else " (writes the previous release)")
         )
         story.show_pr(back.pr, lines=6)
         story.merge(back.pr)
@@ -426,7 +467,7 @@ def _journey(
         )
         _say(
             f"   served from each node's cache: {report.store_reads} store reads, median swap "
-            f"{report.median_seconds * 1000:.1f} ms"
+            f"{report.swap_median_seconds * 1000:.1f} ms"
         )
 
     story.write_report(cfg)
@@ -445,8 +486,7 @@ def _journey(
     _say(
         f"\nedgeops demo: finished in {total:.1f}s. Two models ({', '.join(versions)}), "
         f"{len(story.prs)} pull requests, {len(story.phases)} rollouts; every simulated node ended each "
-        "phase "
-        f"on the version its ring pins."
+        "phase on the version its ring pins for its wave."
     )
     _say(f"Report: {story.report} (model cards, PR bodies, evaluations, plots, git-log.txt, fleet.json).")
     _say(

@@ -29,7 +29,7 @@ from tools.core.errors import EdgeopsError
 from tools.gitops.forge import LocalForge, PullRequest
 from tools.gitops.gitrepo import Repo
 from tools.gitops.manifests import kustomize_build, parse_objects
-from tools.gitops.promotion import Workspace
+from tools.gitops.promotion import TelemetryReader, Workspace
 from tools.gitops.telemetry import PredictionRow, RingTelemetry, telemetry_from_rows
 from tools.kits.fleetsim import Fleet, PhaseReport, load_rings
 
@@ -165,9 +165,16 @@ class Story:
         self.say(f"   Argo CD (simulated): {ring} at {commit} → ConfigMap {name} pins {release.version}")
         report = self.fleet.rollout(phase, ring, release)
         versions = self.fleet.versions()
+        wave = (
+            f"wave {report.percent:g}%: {report.in_wave} of {report.nodes} nodes run {release.version}, "
+            "the rest "
+            f"{release.previous.version if release.previous else '-'} ({report.prefetched} prefetched it)"
+            if report.percent is not None and report.percent < 100
+            else f"all {report.nodes} nodes run {release.version}"
+        )
         self.say(
-            f"   {ring}: {report.converged}/{report.reachable} nodes on {release.version} in {report.steps} "
-            f"step(s) of at most {report.max_unavailable}; {report.store_reads} store reads; all nodes now: "
+            f"   {ring}: {wave}; {report.converged}/{report.reachable} converged within "
+            f"{report.sim_seconds:.0f} s (simulated); {report.store_reads} store reads; all nodes now: "
             + ", ".join(f"{c} on {v if v != 'none' else 'no model yet'}" for v, c in sorted(versions.items()))
         )
         if expect is not None and release.version != expect:
@@ -201,9 +208,12 @@ class Story:
         rows: list[PredictionRow] = []
         n = len(truth)
         members = self.fleet.members(ring)
-        wanted = self.min_validated / (VALIDATED_SHARE * max(1, len(members)))
+        serving = [
+            m for m in members if self.fleet.version_of(m) == version
+        ]  # the wave, in a ring with waves
+        wanted = self.min_validated / (VALIDATED_SHARE * max(1, len(serving)))
         per_node = max(PREDICTIONS_PER_NODE, math.ceil(1.3 * wanted))  # enough evidence, with a margin
-        for i, node in enumerate(members):
+        for i, node in enumerate(serving):
             session = ort.InferenceSession(
                 str(self.fleet.model_path(node)), providers=["CPUExecutionProvider"]
             )
@@ -242,19 +252,27 @@ class Story:
                 register_devices(conn, devices)
             conn.close()
 
-    def telemetry_reader(self) -> Callable[[str, str, datetime, datetime], RingTelemetry] | None:
+    def telemetry_reader(self) -> TelemetryReader | None:
         """None (promote reads PostgreSQL) when a server is up; else the same numbers computed in-process."""
         if self.dsn:
             return None
         assert self.fleet is not None
         devices = {n.name: n.ring for n in self.fleet.nodes}
 
-        def read(ring: str, version: str, since: datetime, until: datetime) -> RingTelemetry:
+        def read(
+            ring: str, version: str, since: datetime, until: datetime, members: frozenset[str] | None
+        ) -> RingTelemetry:
             return telemetry_from_rows(
-                self.rows, devices, ring=ring, version=version, since=since, until=until
+                self.rows, devices, ring=ring, version=version, since=since, until=until, members=members
             )
 
         return read
+
+    def devices(self) -> Callable[[str], list[str]] | None:
+        """None (promote reads edge_devices from PostgreSQL) when a server is up; else the fleet's members."""
+        if self.dsn or self.fleet is None:
+            return None
+        return self.fleet.members
 
     # --- the report -----------------------------------------------------------------------------------
 

@@ -87,6 +87,52 @@ def test_ring_chain_must_have_one_start(tmp_path: Path) -> None:
         load_config(path)
 
 
+def test_waves_and_their_gates_have_defaults_and_the_fleet_rolls_out_in_three() -> None:
+    cfg = load_config(REPO / "edgeops.yaml")
+    pilot, fleet = cfg.rings["pilot"], cfg.rings["fleet"]
+    assert (pilot.waves, pilot.skip_waves, pilot.swap_windows) == ([100], False, [])
+    assert (fleet.waves, fleet.wave_soak_hours) == ([5, 25, 100], 24.0)
+    assert [fleet.next_wave(p) for p in (None, 5, 10, 25, 100)] == [None, 25, 25, 100, None]
+    t = cfg.gates.telemetry
+    assert (t.install_grace_hours, t.min_on_target_fraction, t.min_sample_nodes) == (1.0, 0.9, 3)
+
+
+@pytest.mark.parametrize(
+    ("waves", "expected"),
+    [
+        ("[]", "rings.fleet.waves: at least one wave is needed"),
+        ("[5, 5, 100]", "rings.fleet.waves: waves must grow strictly (5 then 5)"),
+        ("[25, 5, 100]", "waves must grow strictly (25 then 5)"),
+        ("[0, 100]", "wave 0 is not a percent of the ring's nodes above 0, at most 100"),
+        ("[5, 150]", "wave 150 is not a percent"),
+        ("[5, 50]", "the last wave must be 100 (the whole ring), not 50"),
+        ("[5, x]", "rings.fleet.waves[1]: input should be a valid number"),
+    ],
+)
+def test_malformed_waves_are_rejected_with_the_key(tmp_path: Path, waves: str, expected: str) -> None:
+    old = "    waves: [5, 25, 100]\n"
+    assert old in CONFIG_TEXT
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, CONFIG_TEXT.replace(old, f"    waves: {waves}\n")))
+    assert expected in str(info.value)
+
+
+def test_the_first_ring_takes_a_version_whole_and_windows_must_parse(tmp_path: Path) -> None:
+    pilot_waves = CONFIG_TEXT.replace("    # waves: [100]  ", "    waves: [10, 100]")
+    with pytest.raises(ConfigError, match=r"rings\.pilot\.waves: the first ring takes a new version whole"):
+        load_config(write(tmp_path, pilot_waves))
+    bad = CONFIG_TEXT.replace(
+        "    swap_windows: []", "    swap_windows: ['Mon-Fri 22:00-04:00', '25:00-26:00']"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, bad))
+    assert "rings.fleet.swap_windows: swap window '25:00-26:00': 25:00 is not a time of day" in str(
+        info.value
+    )
+    good = CONFIG_TEXT.replace("    swap_windows: []", "    swap_windows: ['Mon-Fri 22:00-04:00']")
+    assert load_config(write(tmp_path, good)).rings["fleet"].swap_windows == ["Mon-Fri 22:00-04:00"]
+
+
 def test_malformed_yaml_and_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(write(tmp_path, "version: 1\nrings: [unclosed\n"))

@@ -6,6 +6,9 @@ propose → merge → propose newer ones (the older PR is closed) → promote re
 injected) → refused on bad telemetry → promoted (the diff is the release lines alone) → rollback by revert →
 ``validate pr`` accepts the revert and rejects a fleet bump that skips pilot, a PR touching both rings and
 a release PR that also edits a manifest.
+
+These runs give fleet ``waves: [100]``: a ring without waves behaves exactly as before waves existed (a
+promotion copies the release whole, a rollback is a revert). Rollouts in waves are tests/test_waves.py.
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ def setup(request: pytest.FixtureRequest, tmp_path: Path, git_remote: Path, pg_d
     k = keys()
     store = f"file://{tmp_path / 'store'}"
     work = make_checkout(tmp_path, git_remote, k, store=store)
+    whole_fleet(work)
     conn = connect(pg_dsn)
     with conn:
         ensure_schema(conn)
@@ -92,6 +96,15 @@ def setup(request: pytest.FixtureRequest, tmp_path: Path, git_remote: Path, pg_d
             seconds_between_writes=None,
         )  # fmt: skip
         yield Setup(work, git_remote, store, k, forge, pg_dsn, fake)
+
+
+def whole_fleet(work: Path) -> None:
+    """Commit and push fleet ``waves: [100]`` (the repository's edgeops.yaml rolls fleet out in waves)."""
+    text = (work / "edgeops.yaml").read_text()
+    assert "    waves: [5, 25, 100]\n" in text
+    (work / "edgeops.yaml").write_text(text.replace("    waves: [5, 25, 100]\n", "    waves: [100]\n"))
+    git(work, "commit", "--quiet", "-am", "fleet: the whole ring at once")
+    git(work, "push", "--quiet", "origin", "HEAD:main")
 
 
 def _insert(dsn: str, rows: list[Any], *, clear: str | None = None) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tools.artifacts.release import in_wave
 from tools.core.config import TelemetryGates
 from tools.core.errors import ServiceError
 from tools.core.pg import connect
@@ -25,13 +26,16 @@ from tools.gitops.telemetry import (
     PredictionRow,
     RingTelemetry,
     check_gates,
+    check_on_target,
     ensure_schema,
     insert_predictions,
     passed,
     read_ring_telemetry,
     register_devices,
     render_gate_table,
+    ring_devices,
     telemetry_from_rows,
+    wave_members,
 )
 
 SINCE = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -123,6 +127,8 @@ def test_read_ring_telemetry_counts_exactly_what_the_scenario_holds(db: Any) -> 
     assert (t.ring, t.version, t.since, t.until) == ("pilot", "v2", SINCE, UNTIL)
     assert (t.ring_nodes, t.reporting_nodes) == (10, 9)
     assert t.reporting_fraction == pytest.approx(0.9)
+    # pilot-09 reported too, but another release: it counts as reporting, not as on the release.
+    assert (t.reporting_any, t.on_target_fraction) == (10, pytest.approx(0.9))
     assert t.predictions == 300 + 50 + 7
     assert t.errors == 7
     assert t.error_rate == pytest.approx(7 / 357)
@@ -149,13 +155,21 @@ def test_the_in_process_computation_agrees_with_the_sql(db: Any) -> None:
     insert_predictions(db, rows + stray + early)
     db.commit()
     devices = {**dict.fromkeys(PILOT, "pilot"), **dict.fromkeys(FLEET, "fleet")}
+    # The whole ring; a wave (members from both rings and one nobody registered); pilot-09 alone (it
+    # reports only another release); nobody.
+    waves = [None, [*PILOT[::2], "pilot-09", "fleet-00", "fleet-01", "nobody"], ["pilot-09"], []]
     for ring in ("pilot", "fleet"):
-        in_sql = read(db, ring=ring)
-        in_python = telemetry_from_rows(rows + stray + early, devices, ring=ring, version="v2", since=SINCE,
-                                        until=UNTIL)  # fmt: skip
-        sql, py = in_sql.to_dict(), in_python.to_dict()
-        assert sql.pop("p95_latency_ms") == pytest.approx(py.pop("p95_latency_ms"), abs=1e-4)  # real vs float
-        assert sql == py, ring
+        for members in waves:
+            in_sql = read_ring_telemetry(
+                db, ring=ring, version="v2", since=SINCE, until=UNTIL, members=members
+            )
+            in_python = telemetry_from_rows(rows + stray + early, devices, ring=ring, version="v2",
+                                            since=SINCE, until=UNTIL, members=members)  # fmt: skip
+            sql, py = in_sql.to_dict(), in_python.to_dict()
+            assert sql.pop("p95_latency_ms") == pytest.approx(
+                py.pop("p95_latency_ms"), abs=1e-4
+            )  # real/float
+            assert sql == py, (ring, members)
 
 
 @pytest.mark.postgres
@@ -173,6 +187,30 @@ def test_a_ring_is_judged_on_its_own_nodes_only(db: Any) -> None:
     assert fleet.reporting_fraction == pytest.approx(0.6)
     # Each ring is judged on its own nodes: the stray node counts nowhere.
     assert (pilot.predictions, fleet.predictions) == (2, 3)
+
+
+@pytest.mark.postgres
+def test_a_wave_is_judged_on_its_members_and_stuck_nodes_report_another_version(db: Any) -> None:
+    wave = PILOT[:4]
+    rows = [PredictionRow(d, "v2", at(i), [], [], 10.0) for i, d in enumerate(wave[:2] + PILOT[5:])]
+    rows += [PredictionRow(wave[2], "v1", at(50), [], [], 10.0)]  # stuck on v1; wave[3] is silent
+    insert_predictions(db, rows)
+
+    t = read_ring_telemetry(db, ring="pilot", version="v2", since=SINCE, until=UNTIL, members=wave + FLEET)
+    # Fleet nodes are not pilot's: the wave has 4 registered nodes; 3 report, 2 of them v2.
+    assert (t.ring_nodes, t.reporting_any, t.reporting_nodes, t.predictions) == (4, 3, 2, 2)
+    assert (t.reporting_fraction, t.on_target_fraction) == (0.5, pytest.approx(2 / 3))
+    whole = read(db)
+    assert (whole.ring_nodes, whole.reporting_any, whole.reporting_nodes) == (10, 8, 7)
+    assert ring_devices(db, "fleet") == FLEET and ring_devices(db, "canary") == []
+
+
+def test_wave_members_are_the_nodes_the_hash_puts_in_the_wave() -> None:
+    nodes = [f"edge-{i:03d}" for i in range(400)]
+    five, quarter = wave_members(reversed(nodes), 5), wave_members(nodes, 25)
+    assert five == sorted(n for n in nodes if in_wave(n, 5)) and 5 <= len(five) <= 40
+    assert set(five) < set(quarter) and 60 <= len(quarter) <= 140  # the first wave's nodes stay in
+    assert wave_members(nodes + nodes, 100) == wave_members(nodes, None) == nodes
 
 
 @pytest.mark.postgres
@@ -524,6 +562,25 @@ def test_guard_with_no_validated_minimum_judges_labels_it_has() -> None:
 def test_unknown_purpose_is_refused() -> None:
     with pytest.raises(ValueError, match="purpose"):
         check_gates(good(), GATES, purpose="rollout")  # type: ignore[arg-type]
+
+
+def test_the_stuck_install_gate_needs_a_sample_then_the_share_on_the_release() -> None:
+    stuck = replace(good(), ring_nodes=10, reporting_nodes=6, reporting_any=8)
+    result = check_on_target(stuck, GATES, purpose="promote")
+    assert (result.name, result.passed, result.value) == ("on_target_fraction", False, 0.75)
+    assert result.detail == ("on_target_fraction 0.750 < 0.900 (6 of 8 reporting wave nodes run v2, 2 stuck)")
+    assert not check_on_target(stuck, GATES, purpose="guard").passed
+    fine = replace(stuck, reporting_nodes=8)
+    assert check_on_target(fine, GATES, purpose="promote").passed
+    few = replace(stuck, reporting_nodes=0, reporting_any=2)  # below min_sample_nodes (3)
+    assert not check_on_target(few, GATES, purpose="promote").passed
+    not_judged = check_on_target(few, GATES, purpose="guard")
+    assert not_judged.passed and not_judged.detail.startswith("not judged: only 2 of 10 pilot wave nodes")
+    unknown = replace(stuck, reporting_any=None)  # built by hand without it: no evidence
+    assert check_on_target(unknown, GATES, purpose="guard").passed
+    assert not check_on_target(unknown, GATES, purpose="promote").passed
+    with pytest.raises(ValueError, match="purpose"):
+        check_on_target(stuck, GATES, purpose="deploy")  # type: ignore[arg-type]
 
 
 def test_render_gate_table_is_a_markdown_table() -> None:

@@ -47,7 +47,14 @@ def cmd_promote(args: argparse.Namespace) -> int:
         verdict = "ALLOWED" if decision.allowed else "REFUSED"
         if not decision.gates:
             verdict = "NOTHING TO DO"
-        print(f"promote {decision.version} {decision.from_ring} → {decision.to_ring}: {verdict}")
+        what = {"enter": " (first wave:", "wave": " (next wave:"}.get(decision.kind)
+        partial = (
+            what is not None
+            and decision.percent is not None
+            and (decision.kind == "wave" or decision.percent < 100)
+        )
+        wave = f"{what} {decision.percent:g}% of nodes)" if partial else ""
+        print(f"promote {decision.version} {decision.from_ring} → {decision.to_ring}{wave}: {verdict}")
         print_gates(decision.gates)
         if decision.pr:
             print(f"PR #{decision.pr.number} {decision.pr.url}\n  {decision.pr.title}")
@@ -59,13 +66,17 @@ def cmd_promote(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     from tools.gitops.promotion import rollback
 
-    outcome = rollback(_workspace(args), ring=args.ring, to=args.to, reason=args.reason)
+    outcome = rollback(
+        _workspace(args), ring=args.ring, to=args.to, reason=args.reason, revoke=not args.no_revoke
+    )
     how = (
         f"git revert of {outcome.reverted[:12]}"
         if outcome.reverted
         else f"release of {outcome.target} restored"
     )
     print(f"PR #{outcome.pr.number} {outcome.pr.url}\n  {outcome.pr.title}\n  {how}")
+    if outcome.revocation:
+        print(f"  revokes {outcome.current} ({outcome.revocation}) once merged")
     return 0
 
 
@@ -74,7 +85,8 @@ def cmd_guard(args: argparse.Namespace) -> int:
 
     outcome = guard(_workspace(args), ring=args.ring, dsn=args.pg, dry_run=args.dry_run)
     verdict = "BREACHED" if outcome.breached else "ok"
-    print(f"guard {outcome.ring} {outcome.version or '(no release)'}: {verdict}")
+    wave = f" (wave {outcome.percent:g}%)" if outcome.percent is not None and outcome.percent < 100 else ""
+    print(f"guard {outcome.ring} {outcome.version or '(no release)'}{wave}: {verdict}")
     print_gates(outcome.gates)
     if outcome.rollback:
         print(f"PR #{outcome.rollback.pr.number} {outcome.rollback.pr.url}\n  {outcome.rollback.pr.title}")
@@ -114,12 +126,16 @@ def register(sub: Any) -> None:
 
     prom = sub.add_parser(
         "promote",
-        help="open the PR copying a soaked ring's release into the next ring (soak + telemetry gates)",
+        help="open the next PR of a soaked release into the next ring: its first wave, or the next wave",
         description=(
-            "Refuse unless the source ring's release was merged at least soak_hours ago (git history of its\n"
-            "release file) and its telemetry (the backend's `predictions` table) passes gates.telemetry.\n"
-            "Exit 0 when promoted (or nothing to do), 1 when refused. --dry-run prints every gate and\n"
-            "pushes nothing."
+            "When the next ring runs another version: the PR copies the source ring's release into it at\n"
+            "its first wave (rings.<ring>.waves; `previous` = what the ring runs now), gated on the source\n"
+            "ring's soak_hours (git history of its release file) and its telemetry (the backend's\n"
+            "`predictions` table) against gates.telemetry. When the next ring is rolling that version out\n"
+            "in a partial wave: the PR widens rollout.percent to the next wave (one line), gated on the\n"
+            "wave's wave_soak_hours, the telemetry of the wave's nodes and stuck installs.\n"
+            "A revoked version (revocations/) is refused. Exit 0 when promoted (or nothing to do), 1 when\n"
+            "refused. --dry-run prints every gate and pushes nothing."
         ),
         formatter_class=Formatter,
     )
@@ -136,11 +152,15 @@ def register(sub: Any) -> None:
 
     rb = sub.add_parser(
         "rollback",
-        help="open the PR that reverts a ring's release commit (exactly a `git revert` + PR)",
+        help="open the PR that returns a ring to its previous release and revokes the current version",
         description=(
-            "Find the commit on the base branch that set the ring's current release and `git revert` it\n"
-            "(-m 1 for a merge commit) on rollback/<ring>/<version>, then open a PR labelled `rollback`.\n"
-            "With --to VERSION, write the release block the ring last ran for VERSION instead."
+            "A release with `previous` (a rollout in waves) returns to it: `previous` becomes the ring's\n"
+            "whole release (by `git revert` when one commit brought the version in). Otherwise find the\n"
+            "commit on the base branch that set the ring's current release and `git revert` it (-m 1 for a\n"
+            "merge commit). On rollback/<ring>/<version>, with a PR labelled `rollback`. With --to VERSION,\n"
+            "write the release block the ring last ran for VERSION instead. The same commit adds\n"
+            "revocations/<version>.yaml: the version is refused until a reviewed PR deletes that file\n"
+            "(--no-revoke: leave it out)."
         ),
         formatter_class=Formatter,
     )
@@ -148,19 +168,34 @@ def register(sub: Any) -> None:
     rb.add_argument(
         "--to", metavar="VERSION", help="a version this ring ran before (default: the previous one)"
     )
-    rb.add_argument("--reason", help="why, for the PR body")
+    rb.add_argument("--reason", help="why, for the PR body and the revocation record")
+    rb.add_argument(
+        "--no-revoke",
+        action="store_true",
+        help="do not revoke the rolled-back version (no revocations/ file)",
+    )
     rb.set_defaults(handler=cmd_rollback)
 
     gd = sub.add_parser(
         "guard",
-        help="check a running release against the telemetry gates; open the rollback PR on a breach",
+        help="check a running release (its current wave) against the gates; open the rollback PR on a breach",
+        description=(
+            "Judge the ring's current version over the nodes of its current wave (the whole ring without\n"
+            "one) against gates.telemetry, and stuck installs: once install_grace_hours have passed since\n"
+            "the wave began, with at least min_sample_nodes of the wave reporting, fewer than\n"
+            "min_on_target_fraction of them on the version is a breach. On a breach, open the rollback PR\n"
+            "(labels rollback, auto), which also revokes the version."
+        ),
+        formatter_class=Formatter,
     )
     gd.add_argument("--ring", required=True, help="ring to guard (pilot, fleet)")
     gd.add_argument("--pg", metavar="DSN", help=PG_HELP)
     gd.add_argument("--dry-run", action="store_true", help="report; open no PR")
     gd.set_defaults(handler=cmd_guard)
 
-    st = sub.add_parser("status", help="per ring: version, since when, soak clock, open PRs, telemetry")
+    st = sub.add_parser(
+        "status", help="per ring: version, since when, wave and soak clocks, open PRs, telemetry and nodes"
+    )
     st.add_argument("--pg", metavar="DSN", help=PG_HELP + "; without one, no telemetry")
     st.add_argument("--json", action="store_true", help="JSON for scripts")
     st.set_defaults(handler=cmd_status)

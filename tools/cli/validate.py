@@ -64,12 +64,16 @@ def register(sub: Any) -> None:
     vm.set_defaults(handler=cmd_manifests)
     vpr = validate_sub.add_parser(
         "pr",
-        help="the required CI check of a PR: release rules (signature, one ring, soak, no skipping)",
+        help="the required CI check of a PR: release rules (signature, one ring, soak, waves, revocations)",
         description=(
             "Check the PR from --head into --base: changed release files parse and verify under the key on\n"
-            "base; at most one ring changes; a release PR changes nothing else; a ring promoted from\n"
-            "another gets only versions that soaked there, unless it returns to a version it ran before\n"
-            "(a rollback is never blocked); versions never go backwards otherwise.\n"
+            "base; at most one ring changes; a release PR changes nothing else (a rollback may add the\n"
+            "revocation of what it rolls back); a ring promoted from another gets only versions that\n"
+            "soaked there, unless it returns to a version it ran before (a rollback is never blocked);\n"
+            "versions never go backwards otherwise. A new version enters at the ring's first wave, over\n"
+            "what the ring runs (`previous`); a wave widens to the next one only (skip_waves: any later\n"
+            "one) after wave_soak_hours; narrowing is a rollback. A revoked version (revocations/ on base)\n"
+            "neither enters nor widens; a PR lifting a revocation deletes that file and nothing else.\n"
             "Exit 0 accepted, 1 rejected."
         ),
         formatter_class=Formatter,

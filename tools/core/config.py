@@ -17,6 +17,7 @@ from pydantic import Field, field_validator, model_validator
 from tools.core.errors import ConfigError
 from tools.core.names import RING_NAME, RING_NAME_RULE
 from tools.core.typedyaml import Strict, load_model
+from tools.core.windows import SwapWindow
 
 __all__ = [
     "CONFIG_FILENAME",
@@ -115,6 +116,66 @@ class RingConfig(Strict):
         ge=0.0,
         description="How long a release must run in this ring before it may be promoted to the next.",
     )
+    # Waves (DESIGN.md, "Rings and waves"): a new version reaches the first share of the ring's nodes (a
+    # stable hash of each node's name decides), then each next share by its own PR once the current wave has
+    # soaked and its nodes' telemetry passes the gates. [100] is the whole ring at once.
+    waves: list[float] = Field(
+        default_factory=lambda: [100.0],
+        description=(
+            "Percent of the ring's nodes in each rollout wave, strictly increasing, the last 100 (e.g. "
+            "`[5, 25, 100]`); each wave is its own PR (`edgeops promote`). The first ring's is `[100]`."
+        ),
+    )
+    wave_soak_hours: float = Field(
+        default=24.0,
+        ge=0.0,
+        description="How long each wave but the last must run before `edgeops promote` opens the next one.",
+    )
+    skip_waves: bool = Field(
+        default=False,
+        description=(
+            "Whether `edgeops validate pr` accepts a hand-made PR that widens a rollout past the next wave."
+        ),
+    )
+    swap_windows: list[str] = Field(
+        default_factory=list,
+        description=(
+            "When the ring's nodes may swap to a new model, in each node's local time "
+            "(`[DAYS ]HH:MM-HH:MM`, e.g. `Mon-Fri 22:00-04:00`); empty: any time. Copied into the release "
+            "file (`rollout.windows`) by `edgeops promote`."
+        ),
+    )
+
+    @field_validator("waves")
+    @classmethod
+    def _waves(cls, value: list[float]) -> list[float]:
+        if not value:
+            raise ValueError("at least one wave is needed: [100] is the whole ring at once")
+        for i, percent in enumerate(value):
+            if not 0 < percent <= 100:
+                raise ValueError(
+                    f"wave {percent:g} is not a percent of the ring's nodes above 0, at most 100"
+                )
+            if i and percent <= value[i - 1]:
+                raise ValueError(
+                    f"waves must grow strictly ({value[i - 1]:g} then {percent:g}): each wave reaches "
+                    "more nodes"
+                )
+        if value[-1] != 100:
+            raise ValueError(f"the last wave must be 100 (the whole ring), not {value[-1]:g}")
+        return value
+
+    @field_validator("swap_windows")
+    @classmethod
+    def _windows(cls, value: list[str]) -> list[str]:
+        for text in value:
+            SwapWindow.parse(text)  # a ValueError naming the window and the expected form
+        return value
+
+    def next_wave(self, percent: float | None) -> float | None:
+        """The wave after ``percent`` (None: the ring runs no partial wave), or None past the last."""
+        current = 100.0 if percent is None else percent
+        return next((w for w in self.waves if w > current), None)
 
 
 class EvaluationGates(Strict):
@@ -167,6 +228,31 @@ class TelemetryGates(Strict):
     )
     max_p95_latency_ms: float = Field(
         default=50.0, gt=0.0, description="95th percentile of inference latency on the nodes, at most."
+    )
+    install_grace_hours: float = Field(
+        default=1.0,
+        ge=0.0,
+        description=(
+            "Time a wave's nodes have to start running the release; after it, wave nodes that report only "
+            "another version count as stuck."
+        ),
+    )
+    min_on_target_fraction: float = Field(
+        default=0.9,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Of a wave's nodes that report any predictions, the share that must report the release (fewer: "
+            "stuck installs; `promote` refuses, `guard` rolls back)."
+        ),
+    )
+    min_sample_nodes: int = Field(
+        default=3,
+        ge=1,
+        description=(
+            "Fewer of a wave's nodes reporting than this (or than the wave has, when it is smaller): "
+            "`guard` does not judge stuck installs and `promote` refuses for lack of evidence."
+        ),
     )
 
 
@@ -277,6 +363,12 @@ class EdgeopsConfig(Strict):
         order = self.ring_order()
         if len(order) != len(self.rings):
             raise ValueError("rings: 'after' links must form one chain without cycles or branches")
+        first = self.rings[order[0]]
+        if first.waves != [100]:
+            raise ValueError(
+                f"rings.{order[0]}.waves: the first ring takes a new version whole (its nodes are the "
+                "pilot), so its waves are [100]; give waves to the rings after it"
+            )
         return self
 
     @property

@@ -6,6 +6,10 @@ the ring. :func:`ring_history` walks that chain once, asks ``git cat-file`` for 
 each commit in one batch, and keeps the commits where the blob changed. Nothing depends on commit messages,
 so a hand-made ``git revert`` reads exactly like ``edgeops rollback``.
 
+During a rollout in waves a version's stretch of history (:class:`Segment`) holds one event per wave: the
+version's clock starts at its first wave, each wave's soak clock at the commit that set its percent
+(:meth:`RingHistory.wave_start`).
+
 Release changes are committed in a temporary ``git worktree`` at the remote base branch
 (:func:`scratch_worktree`): the user's checkout, its branch and its uncommitted files are never touched.
 """
@@ -32,6 +36,7 @@ __all__ = [
     "Segment",
     "ring_history",
     "scratch_worktree",
+    "wave_percent",
 ]
 
 
@@ -86,6 +91,14 @@ class Repo:
         return datetime.fromtimestamp(int(self.git("show", "-s", "--format=%ct", ref).strip()), UTC)
 
 
+def wave_percent(release: Release) -> float:
+    """The share of the ring's nodes that run ``release`` itself: its ``rollout.percent``, or 100 without a
+    wave (no ``previous``, or no percent)."""
+    if release.previous is None or release.rollout_percent is None:
+        return 100.0
+    return min(100.0, release.rollout_percent)
+
+
 @dataclass(frozen=True)
 class RingEvent:
     """One first-parent commit that changed a ring's release file."""
@@ -99,6 +112,11 @@ class RingEvent:
     @property
     def version(self) -> str | None:
         return self.release.version if self.release else None
+
+    @property
+    def percent(self) -> float | None:
+        """:func:`wave_percent` of the release this commit set; None for no release."""
+        return None if self.release is None else wave_percent(self.release)
 
 
 @dataclass(frozen=True)
@@ -140,6 +158,20 @@ class RingHistory:
     def current_segment(self) -> Segment | None:
         segments = self.segments()
         return segments[-1] if segments else None
+
+    def wave_start(self) -> RingEvent | None:
+        """The commit that set the current wave: the first of the latest events that all set the current
+        version at the current percent (re-annotating metrics does not restart a wave's soak clock; a
+        narrowing and a new widening do)."""
+        if not self.events:
+            return None
+        last = self.events[-1]
+        start = last
+        for event in reversed(self.events[:-1]):
+            if event.version != last.version or event.percent != last.percent:
+                break
+            start = event
+        return start
 
     def ran(self, version: str | None) -> list[Segment]:
         """Every stretch during which this ring ran ``version``."""

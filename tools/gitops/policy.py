@@ -3,17 +3,28 @@
     edgeops validate pr --base origin/main --head HEAD
 
 A pull request from ``head`` into ``base`` is checked against these rules (the diff is taken from their
-merge base, as GitHub shows it; history and the trusted key come from ``base``, never from the PR):
+merge base, as GitHub shows it; history, revocations and the trusted key come from ``base``, never from the
+PR):
 
-1. ``release-file``  every release file the PR changes parses, and its signature verifies under the public
-   key committed on ``base`` (a PR cannot bring its own key);
+1. ``release-file``  every release file the PR changes parses, and its signature (and that of its
+   ``previous`` release) verifies under the public key committed on ``base`` (a PR cannot bring its own key);
 2. ``one-ring``      a PR changes at most one ring's release;
-3. ``release-only``  a PR that changes a release changes nothing else;
+3. ``release-only``  a PR that changes a release changes nothing else, except that a rollback adds the
+   revocation of the version it rolls back (``revocations/<version>.yaml``);
 4. ``soak``          a ring promoted from another (``after:`` in edgeops.yaml) may only be set to a version
    that ring has run for at least its ``soak_hours`` — **unless** it restores a version this ring ran before:
-   rollbacks are never blocked;
+   rollbacks are never blocked; and a next wave only once the current wave has run the ring's
+   ``wave_soak_hours`` (from the commit that set its percent);
 5. ``forward``       versions never go backwards, except to a version the ring ran before (a rollback), and
-   a version is never re-pinned with different signed content.
+   a version is never re-pinned with different signed content;
+6. ``wave``          a rollout widens to the next of the ring's ``waves`` (any later one with
+   ``skip_waves: true``); a new version enters at the first wave (the whole ring only when it has no
+   release yet, or its waves are ``[100]``). Narrowing a wave is a rollback: never blocked;
+7. ``previous``      ``previous`` (what the nodes outside the wave run) is what the ring's settled nodes run
+   now, and changes only with a new version;
+8. ``revoked``       a version revoked on ``base`` (``revocations/``) does not enter a ring or widen its wave;
+9. ``lift-alone``    a PR that lifts a revocation (deletes ``revocations/<version>.yaml``) changes nothing
+   else, so lifting is its own reviewed decision.
 
 Exit 0 when every rule holds (PRs that change no release pass trivially), 1 with one line per violation
 saying what to do otherwise.
@@ -29,7 +40,8 @@ from tools.artifacts.bundle import parse_version
 from tools.artifacts.release import Release, ReleaseError, parse_release, signed_payload, verify_release
 from tools.core.config import EdgeopsConfig
 from tools.core.signing import SignatureError, public_key_from_pem
-from tools.gitops.gitrepo import Repo, ring_history
+from tools.gitops.gitrepo import Repo, RingHistory, ring_history, wave_percent
+from tools.gitops.revocations import revocation_version, revoked
 
 __all__ = ["Finding", "PolicyReport", "validate_pr"]
 
@@ -47,6 +59,7 @@ class PolicyReport:
     changed: list[str]
     rings: dict[str, str] = field(default_factory=dict)  # ring -> what the PR does to it, in words
     findings: list[Finding] = field(default_factory=list)
+    revocations: dict[str, str] = field(default_factory=dict)  # version -> what the PR does to it, in words
 
     @property
     def ok(self) -> bool:
@@ -54,14 +67,18 @@ class PolicyReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"base": self.base, "head": self.head, "ok": self.ok, "changed": self.changed,
-                "rings": self.rings, "findings": [f.__dict__ for f in self.findings]}  # fmt: skip
+                "rings": self.rings, "revocations": self.revocations,
+                "findings": [f.__dict__ for f in self.findings]}  # fmt: skip
 
     def render(self) -> str:
         lines = []
         for ring, what in self.rings.items():
             lines.append(f"{ring}: {what}")
+        for version, what in self.revocations.items():
+            lines.append(f"{version}: {what}")
         if self.ok:
-            lines.append("✅ accepted" + ("" if self.rings else ": this PR changes no release"))
+            quiet = not self.rings and not self.revocations
+            lines.append("✅ accepted" + (": this PR changes no release" if quiet else ""))
         else:
             lines.append(
                 f"❌ rejected ({len(self.findings)} problem{'s' if len(self.findings) > 1 else ''}):"
@@ -74,13 +91,43 @@ def _version(release: Release | None) -> str:
     return release.version if release else "no release"
 
 
+def _same_signed(a: Release | None, b: Release | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return signed_payload(a.version, a.interface, a.bundle, a.files) == signed_payload(
+        b.version, b.interface, b.bundle, b.files
+    )
+
+
+def _pc(percent: float | None) -> str:
+    return "no" if percent is None else f"{percent:g}%"
+
+
 def validate_pr(repo: Repo, cfg: EdgeopsConfig, *, base: str, head: str, now: datetime) -> PolicyReport:
     base_sha, head_sha = repo.rev(base), repo.rev(head)
     changed = repo.changed_files(base_sha, head_sha)
     report = PolicyReport(base, head, changed)
     paths = {cfg.release_path(name): name for name in cfg.rings}
     touched = {paths[p]: p for p in changed if p in paths}
+    revoked_now = revoked(repo, base_sha)
+    records = {p: v for p in changed if (v := revocation_version(p)) is not None}
+    lifted = {p: v for p, v in records.items() if repo.show(head_sha, p) is None}
+    recorded = {p: v for p, v in records.items() if p not in lifted}
+
+    for version in lifted.values():
+        report.revocations[version] = f"lifts the revocation of {version}"
+    if lifted:
+        rest = [p for p in changed if p not in lifted]
+        if rest:
+            report.findings.append(Finding(
+                "lift-alone",
+                f"this PR lifts the revocation of {', '.join(sorted(lifted.values()))} and also changes "
+                f"{', '.join(rest)}; lifting is a decision of its own: a PR that deletes "
+                f"{', '.join(sorted(lifted))} and nothing else",
+            ))  # fmt: skip
     if not touched:
+        for version in recorded.values():
+            report.revocations[version] = f"records the revocation of {version}"
         return report
 
     if len(touched) > 1:
@@ -89,7 +136,7 @@ def validate_pr(repo: Repo, cfg: EdgeopsConfig, *, base: str, head: str, now: da
             f"this PR changes the releases of {' and '.join(sorted(touched))}; change one ring per PR "
             "(promotion order: " + " → ".join(cfg.ring_order()) + ")",
         ))  # fmt: skip
-    others = [p for p in changed if p not in paths]
+    others = [p for p in changed if p not in paths and p not in records]
     if others:
         report.findings.append(Finding(
             "release-only",
@@ -110,6 +157,7 @@ def validate_pr(repo: Repo, cfg: EdgeopsConfig, *, base: str, head: str, now: da
         except SignatureError as exc:
             report.findings.append(Finding("release-file", str(exc)))
 
+    rolled_back: set[str] = set()
     for ring, path in sorted(touched.items()):
         text = repo.show(head_sha, path)
         if text is None:
@@ -124,73 +172,209 @@ def validate_pr(repo: Repo, cfg: EdgeopsConfig, *, base: str, head: str, now: da
             report.findings.append(Finding("release-file", str(exc)))
             continue
         if new is not None and public_key is not None:
-            try:
-                verify_release(new, public_key)
-            except ReleaseError as exc:
-                report.findings.append(Finding("release-file", str(exc)))
-        _check_ring(repo, cfg, base_sha, ring, path, new, now, report)
+            for release in (new, new.previous):
+                if release is None:
+                    continue
+                try:
+                    verify_release(release, public_key)
+                except ReleaseError as exc:
+                    report.findings.append(Finding("release-file", str(exc)))
+        history = ring_history(repo, base_sha, ring, path)
+        check = _RingCheck(repo, base_sha, cfg, ring, path, history, now, revoked_now, report)
+        away = check.run(new)
+        if away is not None:
+            rolled_back.add(away)
+
+    for path, version in sorted(recorded.items()):
+        if version in rolled_back:
+            report.revocations[version] = f"revokes {version}, which this PR rolls back"
+        else:
+            report.findings.append(Finding(
+                "release-only",
+                f"{path}: a release PR adds a revocation only for the version it rolls back"
+                + (f" ({', '.join(sorted(rolled_back))})" if rolled_back else " (this PR rolls none back)")
+                + "; record other revocations in a PR of their own",
+            ))  # fmt: skip
     return report
 
 
-def _check_ring(  # noqa: PLR0917 (one private helper, called once)
-    repo: Repo, cfg: EdgeopsConfig, base: str, ring: str, path: str, new: Release | None, now: datetime,
-    report: PolicyReport,
-) -> None:  # fmt: skip
-    history = ring_history(repo, base, ring, path)
-    current = history.current.release if history.current else None
-    segments = history.segments()
-    version = new.version if new else None
-    ran_before = [s for s in segments if s.version == version and s is not segments[-1]]
-    move = f"{_version(current)} → {_version(new)}"
+@dataclass
+class _RingCheck:
+    """The rules for one ring's release change; ``run`` says which version it rolls back, if any."""
 
-    if current is not None and new is not None and new.version == current.version:
-        same = signed_payload(new.version, new.interface, new.bundle, new.files) == signed_payload(
-            current.version, current.interface, current.bundle, current.files
+    repo: Repo
+    base: str
+    cfg: EdgeopsConfig
+    ring: str
+    path: str
+    history: RingHistory
+    now: datetime
+    revoked: dict[str, dict[str, Any]]
+    report: PolicyReport
+
+    def find(self, rule: str, message: str) -> None:
+        self.report.findings.append(Finding(rule, f"{self.path}: {message}"))
+
+    def say(self, what: str) -> None:
+        self.report.rings[self.ring] = what
+
+    def revocation(self, version: str) -> str:
+        record = self.revoked[version]
+        return (
+            f"{version} is revoked ({record['path']}: {record.get('reason') or 'no reason given'}); a "
+            "reviewed PR that deletes that file, and nothing else, lifts it first"
         )
-        if not same:
-            report.findings.append(Finding(
+
+    def run(self, new: Release | None) -> str | None:
+        current = self.history.current.release if self.history.current else None
+        if current is not None and new is not None and new.version == current.version:
+            return self.same_version(current, new)
+        segments = self.history.segments()
+        version = new.version if new else None
+        ran_before = [s for s in segments if s.version == version and s is not segments[-1]]
+        move = f"{_version(current)} → {_version(new)}"
+        if version is None or ran_before:
+            runs = current is not None and version in (
+                current.version,
+                current.previous.version if current.previous else None,
+            )
+            if version in self.revoked and not runs:
+                self.find("revoked", f"{move} returns {self.ring} to a revoked version: " + self.revocation(
+                    version or ""))  # fmt: skip
+            if new is not None and new.previous is not None and wave_percent(new) < 100:
+                ran = {signed_payload(r.version, r.interface, r.bundle, r.files)
+                       for e in self.history.events if (r := e.release) is not None}  # fmt: skip
+                p = new.previous
+                if signed_payload(p.version, p.interface, p.bundle, p.files) not in ran:
+                    self.find("previous", f"`previous` {p.version} is not a release {self.ring} ran")
+            when = f" (ran from {ran_before[-1].start.time:%Y-%m-%d %H:%M})" if ran_before else ""
+            self.say(f"rollback {move}{when}: rollbacks are never blocked")
+            return current.version if current else None
+        assert new is not None
+        if new.version in self.revoked:
+            self.find("revoked", self.revocation(new.version))
+            self.say(f"new release {move} (revoked)")
+            return None
+        if current is not None and parse_version(new.version) < parse_version(current.version):
+            self.find(
                 "forward",
-                f"{path}: {new.version} is already pinned with a different bundle/files; versions are never "
+                f"{move} goes backwards to a version {self.ring} never ran; a rollback returns to a "
+                f"version the ring ran before (`edgeops rollback --ring {self.ring} --to VERSION`)",
+            )
+            self.say(f"backwards {move}")
+            return None
+        entry = self.entry(current, new)
+        after = self.cfg.rings[self.ring].after
+        if after is None:
+            self.say(f"new release {move}{entry}")
+            return None
+        self.upstream(after, new, move, entry)
+        return None
+
+    def same_version(self, current: Release, new: Release) -> str | None:
+        version = new.version
+        if not _same_signed(new, current):
+            self.find(
+                "forward",
+                f"{version} is already pinned with a different bundle/files; versions are never "
                 "reused: publish and propose a new version",
-            ))  # fmt: skip
-        report.rings[ring] = f"{new.version} re-annotated (metrics/source only)"
-        return
-    if version is None or ran_before:
-        when = f" (ran from {ran_before[-1].start.time:%Y-%m-%d %H:%M})" if ran_before else ""
-        report.rings[ring] = f"rollback {move}{when}: rollbacks are never blocked"
-        return
-    assert new is not None
-    if current is not None and parse_version(new.version) < parse_version(current.version):
-        report.findings.append(Finding(
-            "forward",
-            f"{path}: {move} goes backwards to a version {ring} never ran; a rollback returns to a "
-            f"version the ring ran before (`edgeops rollback --ring {ring} --to VERSION`)",
-        ))  # fmt: skip
-        report.rings[ring] = f"backwards {move}"
-        return
-    after = cfg.rings[ring].after
-    if after is None:
-        report.rings[ring] = f"new release {move}"
-        return
-    after_path = cfg.release_path(after)
-    upstream = ring_history(repo, base, after, after_path).ran(new.version)
-    soak = cfg.rings[after].soak_hours
-    if not upstream:
-        report.findings.append(Finding(
-            "soak",
-            f"{path}: {move} skips {after}: {after} never ran {new.version} on {base[:12]}. Propose it "
-            f"to {after} first; once it has soaked {soak:g} h there, "
-            f"`edgeops promote --from {after} --to {ring}`",
-        ))  # fmt: skip
-        report.rings[ring] = f"promotion {move} (refused)"
-        return
-    hours = max(s.ran_for(now) for s in upstream)
-    if hours < soak:
-        report.findings.append(Finding(
-            "soak",
-            f"{path}: {after} has run {new.version} for {hours:.1f} h of the {soak:g} h soak; wait "
-            f"{soak - hours:.1f} h more, then re-run this check",
-        ))  # fmt: skip
-        report.rings[ring] = f"promotion {move} (soaking)"
-        return
-    report.rings[ring] = f"promotion {move}: {after} ran it for {hours:.1f} h (soak {soak:g} h)"
+            )
+            self.say(f"{version} re-annotated (metrics/source only)")
+            return None
+        if not _same_signed(new.previous, current.previous):
+            self.find(
+                "previous",
+                f"`previous` changes from {_version(current.previous)} to {_version(new.previous)} while "
+                f"{self.ring} keeps {version}; it is what the nodes outside the wave run, and changes only "
+                "with a new version (`edgeops promote`)",
+            )
+            self.say(f"{version}: previous changed (refused)")
+            return None
+        old, pct = wave_percent(current), wave_percent(new)
+        if pct == old:
+            same = new.swap_windows == current.swap_windows
+            self.say(f"{version} re-annotated (metrics/source only)" if same else f"{version}: swap windows")
+            return None
+        if pct < old:
+            self.say(
+                f"rollback: {version} narrowed from {_pc(old)} to {_pc(pct)} of the nodes: never blocked"
+            )
+            return version
+        ring = self.cfg.rings[self.ring]
+        if version in self.revoked:
+            self.find("revoked", f"widening {version}: " + self.revocation(version))
+        nxt = ring.next_wave(old)
+        allowed = [w for w in ring.waves if w > old] if ring.skip_waves else [nxt]
+        if pct not in allowed:
+            self.find(
+                "wave",
+                f"{version} goes from {_pc(old)} to {_pc(pct)} of {self.ring}'s nodes; the next wave is "
+                f"{_pc(nxt)} (rings.{self.ring}.waves {[float(w) for w in ring.waves]}, skip_waves "
+                f"{str(ring.skip_waves).lower()}). Widen to {_pc(nxt)} first (`edgeops promote`)",
+            )
+        started = self.history.wave_start()
+        hours = (self.now - started.time).total_seconds() / 3600.0 if started else 0.0
+        if hours < ring.wave_soak_hours:
+            self.find(
+                "soak",
+                f"the {_pc(old)} wave of {version} has run {hours:.1f} h of its {ring.wave_soak_hours:g} h "
+                f"soak (rings.{self.ring}.wave_soak_hours); wait {ring.wave_soak_hours - hours:.1f} h more, "
+                "then re-run this check",
+            )
+        self.say(f"wave: {version} from {_pc(old)} to {_pc(pct)} of the nodes (the {_pc(old)} wave ran "
+                 f"{hours:.1f} h)")  # fmt: skip
+        return None
+
+    def entry(self, current: Release | None, new: Release) -> str:
+        """Check how a new version enters: at the first wave over what the ring runs. Words for the report."""
+        ring = self.cfg.rings[self.ring]
+        pct = wave_percent(new)
+        allowed = list(ring.waves) if ring.skip_waves else [ring.waves[0]]
+        settled = None if current is None else current.previous if wave_percent(current) < 100 else current
+        if new.previous is None:
+            if settled is not None and 100 not in allowed:
+                self.find(
+                    "wave",
+                    f"{new.version} enters {self.ring} on every node at once; with waves "
+                    f"{[float(w) for w in ring.waves]} it enters at {_pc(ring.waves[0])} with `previous` "
+                    f"{settled.version} (what `edgeops promote` writes)",
+                )
+            return ""
+        if settled is None or not _same_signed(new.previous, settled):
+            self.find(
+                "previous",
+                f"`previous` is {new.previous.version}, but the nodes of {self.ring} outside a wave run "
+                f"{_version(settled)}: `previous` must be that release, as {self.ring} runs it",
+            )
+        if pct not in allowed:
+            self.find(
+                "wave",
+                f"{new.version} enters {self.ring} at {_pc(pct)} of its nodes; a new version enters at the "
+                f"first wave, {_pc(ring.waves[0])} (rings.{self.ring}.waves)",
+            )
+        return f" at {_pc(pct)} of the nodes"
+
+    def upstream(self, after: str, new: Release, move: str, entry: str) -> None:
+        cfg = self.cfg
+        soak = cfg.rings[after].soak_hours
+        upstream = ring_history(self.repo, self.base, after, cfg.release_path(after)).ran(new.version)
+        if not upstream:
+            self.find(
+                "soak",
+                f"{move} skips {after}: {after} never ran {new.version} on {self.base[:12]}. Propose it to "
+                f"{after} first; once "
+                f"it has soaked {soak:g} h there, `edgeops promote --from {after} --to {self.ring}`",
+            )
+            self.say(f"promotion {move} (refused)")
+            return None
+        hours = max(s.ran_for(self.now) for s in upstream)
+        if hours < soak:
+            self.find(
+                "soak",
+                f"{after} has run {new.version} for {hours:.1f} h of the {soak:g} h soak; wait "
+                f"{soak - hours:.1f} h more, then re-run this check",
+            )
+            self.say(f"promotion {move} (soaking)")
+            return None
+        self.say(f"promotion {move}{entry}: {after} ran it for {hours:.1f} h (soak {soak:g} h)")
+        return None

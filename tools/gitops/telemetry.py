@@ -33,11 +33,16 @@ production has the backend's own):
 A ring's telemetry for a release covers the predictions of that ``model_version`` with
 ``since <= predicted_at < until`` made by the ring's own nodes (``edge_devices``): once pilot and fleet
 run the same version, each ring is judged on its nodes alone, and unregistered nodes count nowhere.
+During a rollout in waves (DESIGN.md, "Rings and waves") a wave is judged on its own nodes: ``members``
+narrows the ring to the given device ids (:func:`wave_members` picks them by the same hash the nodes use).
 All of it is aggregated in SQL (one query, FILTER clauses and ``percentile_cont``); no prediction row is
 pulled into Python. The definitions:
 
-* ``reporting_nodes``: distinct devices with such predictions that are registered in the ring;
-  ``ring_nodes``: devices registered in the ring. ``reporting_fraction`` = reporting / ring nodes.
+* ``ring_nodes``: devices registered in the ring (and among ``members``, when given);
+  ``reporting_nodes``: those of them with predictions of the release in the window;
+  ``reporting_fraction`` = reporting / ring nodes.
+* ``reporting_any``: those of them with predictions of *any* version in the window. A node that reports
+  but not the release is stuck on another model: ``on_target_fraction`` = reporting_nodes / reporting_any.
 * Rows with an ``error`` count in ``predictions`` and ``errors`` only (``error_rate`` = errors /
   predictions); every other number is over the rows without an error.
 * ``validated``: predictions with a ``validated_label``. ``accuracy``: the share of them whose predicted
@@ -55,7 +60,7 @@ with :func:`tools.core.pg.connect`).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -66,6 +71,7 @@ import psycopg2.errors
 import psycopg2.extensions
 import psycopg2.extras
 
+from tools.artifacts.release import in_wave
 from tools.core.config import TelemetryGates
 from tools.core.errors import ServiceError
 
@@ -75,13 +81,16 @@ __all__ = [
     "PredictionRow",
     "RingTelemetry",
     "check_gates",
+    "check_on_target",
     "ensure_schema",
     "insert_predictions",
     "passed",
     "read_ring_telemetry",
     "register_devices",
     "render_gate_table",
+    "ring_devices",
     "telemetry_from_rows",
+    "wave_members",
 ]
 
 Connection = psycopg2.extensions.connection
@@ -111,15 +120,24 @@ CREATE INDEX IF NOT EXISTS predictions_device_time_idx ON predictions (device_id
 _TABLES = ("predictions", "edge_devices")
 
 # One row, whatever the window holds: the aggregates over an empty window are 0 counts and a NULL p95.
+# `members` NULL: the whole ring. reporting_any asks, per node, whether it reported anything in the window
+# (an EXISTS on the (device_id, predicted_at) index stops at the first row).
 _TELEMETRY_SQL = """\
-WITH w AS (
+WITH nodes AS (
+    SELECT device_id FROM edge_devices
+    WHERE ring = %(ring)s AND (%(members)s::text[] IS NULL OR device_id = ANY(%(members)s::text[]))
+), w AS (
     SELECT p.device_id, p.latency_ms, p.predicted, p.validated_label, p.error IS NOT NULL AS failed
-    FROM predictions p JOIN edge_devices d ON d.device_id = p.device_id AND d.ring = %(ring)s
+    FROM predictions p JOIN nodes d ON d.device_id = p.device_id
     WHERE p.model_version = %(version)s AND p.predicted_at >= %(since)s AND p.predicted_at < %(until)s
 )
 SELECT
-    (SELECT count(*) FROM edge_devices WHERE ring = %(ring)s) AS ring_nodes,
+    (SELECT count(*) FROM nodes) AS ring_nodes,
     (SELECT count(DISTINCT device_id) FROM w) AS reporting_nodes,
+    (SELECT count(*) FROM nodes d WHERE EXISTS (
+        SELECT 1 FROM predictions p
+        WHERE p.device_id = d.device_id AND p.predicted_at >= %(since)s AND p.predicted_at < %(until)s
+    )) AS reporting_any,
     count(*) AS predictions,
     count(*) FILTER (WHERE failed) AS errors,
     count(*) FILTER (WHERE NOT failed AND validated_label IS NOT NULL) AS validated,
@@ -225,6 +243,8 @@ class RingTelemetry:
     The rates are None when there is nothing to divide by. The counts after ``p95_latency_ms`` (the
     numerators and denominators of the rates) are filled by :func:`read_ring_telemetry`; they only
     make gate details more telling and may be left None when a RingTelemetry is built by hand.
+    ``reporting_any`` too: both readers fill it; None (built by hand) is "unknown", and the stuck-install
+    gate then has no evidence.
     """
 
     ring: str
@@ -246,10 +266,16 @@ class RingTelemetry:
     false_positives: int | None = field(default=None, kw_only=True)
     validated_failing: int | None = field(default=None, kw_only=True)
     false_negatives: int | None = field(default=None, kw_only=True)
+    reporting_any: int | None = field(default=None, kw_only=True)
 
     @property
     def reporting_fraction(self) -> float | None:
         return _ratio(self.reporting_nodes, self.ring_nodes)
+
+    @property
+    def on_target_fraction(self) -> float | None:
+        """Of the nodes that reported anything, the share that reported this release."""
+        return None if self.reporting_any is None else _ratio(self.reporting_nodes, self.reporting_any)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -260,6 +286,8 @@ class RingTelemetry:
             "ring_nodes": self.ring_nodes,
             "reporting_nodes": self.reporting_nodes,
             "reporting_fraction": self.reporting_fraction,
+            "reporting_any": self.reporting_any,
+            "on_target_fraction": self.on_target_fraction,
             "predictions": self.predictions,
             "validated": self.validated,
             "accuracy": self.accuracy,
@@ -293,10 +321,39 @@ def _missing_tables(cur: psycopg2.extensions.cursor) -> list[str]:
     return [t for t, missing in zip(_TABLES, row, strict=True) if missing]
 
 
+def wave_members(devices: Iterable[str], percent: float | None) -> list[str]:
+    """The ``devices`` in a wave of ``percent`` (None or 100: all of them), sorted: what a node decides for
+    itself with the same hash (:func:`tools.artifacts.release.in_wave`)."""
+    if percent is None or percent >= 100:
+        return sorted(set(devices))
+    return sorted({d for d in devices if in_wave(d, percent)})
+
+
+def ring_devices(conn: Connection, ring: str) -> list[str]:
+    """The device ids registered in ``ring`` (``edge_devices``), sorted."""
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT device_id FROM edge_devices WHERE ring = %s ORDER BY device_id", (ring,))
+            return [row[0] for row in cur.fetchall()]
+    except psycopg2.errors.UndefinedTable:
+        raise ServiceError(
+            "the runtime backend's device registry edge_devices is missing from this database (its schema "
+            "is TELEMETRY_DDL in tools/gitops/telemetry.py). Point --pg / EDGEOPS_PG_DSN at the backend's "
+            "database."
+        ) from None
+    except psycopg2.Error as exc:
+        raise ServiceError(f"reading the device registry from PostgreSQL failed: {_pg_reason(exc)}") from None
+
+
 def read_ring_telemetry(
-    conn: Connection, *, ring: str, version: str, since: datetime, until: datetime
-) -> RingTelemetry:
-    """Telemetry of ``version`` on ``ring`` over ``since <= predicted_at < until`` (timezone-aware)."""
+    conn: Connection, *, ring: str, version: str, since: datetime, until: datetime,
+    members: Collection[str] | None = None,
+) -> RingTelemetry:  # fmt: skip
+    """Telemetry of ``version`` on ``ring`` over ``since <= predicted_at < until`` (timezone-aware).
+
+    ``members``: only these device ids count (a wave's nodes); ``ring_nodes`` is then the number of them
+    registered in the ring. None: the whole ring.
+    """
     _aware("since", since)
     _aware("until", until)
     if not since < until:
@@ -311,7 +368,11 @@ def read_ring_telemetry(
                     "TELEMETRY_DDL in tools/gitops/telemetry.py). Point --pg / EDGEOPS_PG_DSN at the "
                     "backend's database."
                 )
-            cur.execute(_TELEMETRY_SQL, {"ring": ring, "version": version, "since": since, "until": until})
+            params = {
+                "ring": ring, "version": version, "since": since, "until": until,
+                "members": None if members is None else sorted(set(members)),
+            }  # fmt: skip
+            cur.execute(_TELEMETRY_SQL, params)
             row = cur.fetchone()
     except (
         psycopg2.errors.UndefinedColumn,
@@ -325,7 +386,8 @@ def read_ring_telemetry(
     except psycopg2.Error as exc:
         raise ServiceError(f"reading telemetry from PostgreSQL failed: {_pg_reason(exc)}") from None
     assert row is not None  # an aggregate without GROUP BY always returns one row
-    ring_nodes, reporting, predictions, errors, validated, correct, healthy, fps, failing, fns, p95 = row
+    ring_nodes, reporting, reporting_any, predictions, errors, validated = row[:6]
+    correct, healthy, fps, failing, fns, p95 = row[6:]
     return RingTelemetry(
         ring=ring,
         version=version,
@@ -346,22 +408,23 @@ def read_ring_telemetry(
         false_positives=fps,
         validated_failing=failing,
         false_negatives=fns,
+        reporting_any=reporting_any,
     )
 
 
 def telemetry_from_rows(
     rows: Iterable[PredictionRow], devices: Mapping[str, str], *, ring: str, version: str, since: datetime,
-    until: datetime,
+    until: datetime, members: Collection[str] | None = None,
 ) -> RingTelemetry:  # fmt: skip
     """:func:`read_ring_telemetry`'s numbers computed in Python, for a demo without a PostgreSQL server.
 
     The same definitions as the SQL (tests/test_telemetry.py checks that both agree on the same rows).
     """
-    members = {d for d, r in devices.items() if r == ring}
-    window = [
-        r for r in rows
-        if r.model_version == version and since <= r.predicted_at < until and r.device_id in members
-    ]  # fmt: skip
+    nodes = {d for d, r in devices.items() if r == ring}
+    if members is not None:
+        nodes &= set(members)
+    seen = [r for r in rows if since <= r.predicted_at < until and r.device_id in nodes]
+    window = [r for r in seen if r.model_version == version]
     ok = [r for r in window if r.error is None]
     checked = [r for r in ok if r.validated_label is not None]
     healthy = [r for r in checked if not r.validated_label]
@@ -373,12 +436,12 @@ def telemetry_from_rows(
     errors = len(window) - len(ok)
     p95 = float(np.percentile(latencies, 95, method="linear")) if latencies else None
     return RingTelemetry(
-        ring=ring, version=version, since=since, until=until, ring_nodes=len(members),
+        ring=ring, version=version, since=since, until=until, ring_nodes=len(nodes),
         reporting_nodes=len({r.device_id for r in window}), predictions=len(window), validated=len(checked),
         accuracy=_ratio(correct, len(checked)), fp_rate=_ratio(fps, len(healthy)),
         fn_rate=_ratio(fns, len(failing)), errors=errors, error_rate=_ratio(errors, len(window)),
         p95_latency_ms=p95, correct=correct, validated_healthy=len(healthy), false_positives=fps,
-        validated_failing=len(failing), false_negatives=fns,
+        validated_failing=len(failing), false_negatives=fns, reporting_any=len({r.device_id for r in seen}),
     )  # fmt: skip
 
 
@@ -394,7 +457,11 @@ class GateResult:
     detail: str
 
 
-_LOWER_BOUND = {"reporting_fraction", "validated_predictions", "accuracy"}
+# Gates whose threshold is a minimum (the rest are maxima); the soak gates are promotion.py's.
+_LOWER_BOUND = {
+    "reporting_fraction", "validated_predictions", "accuracy", "on_target_fraction", "soak_hours",
+    "wave_soak_hours", "source_wave",
+}  # fmt: skip
 
 
 def _pair(value: float, threshold: float, places: int) -> tuple[str, str]:
@@ -515,6 +582,40 @@ def check_gates(
             _judge("p95_latency_ms", t.p95_latency_ms, gates.max_p95_latency_ms, minimum=False, unit=" ms")
         )
     return results
+
+
+def check_on_target(
+    t: RingTelemetry, gates: TelemetryGates, *, purpose: Literal["promote", "guard"]
+) -> GateResult:
+    """The stuck-install gate: of the nodes in ``t`` that reported anything, the share on ``t.version``.
+
+    ``t`` should start ``install_grace_hours`` after the wave did (the nodes' time to swap). With fewer
+    than ``min_sample_nodes`` reporting, ``promote`` fails for lack of evidence and ``guard`` does not judge.
+    """
+    if purpose not in ("promote", "guard"):
+        raise ValueError(f"purpose must be 'promote' or 'guard', got {purpose!r}")
+    name, need = "on_target_fraction", gates.min_on_target_fraction
+    sample = t.reporting_any or 0
+    # A wave smaller than min_sample_nodes (a 5% wave of a 40-node ring) is judged on all of its nodes:
+    # otherwise it could never be widened, nor its stuck installs caught.
+    wanted = min(gates.min_sample_nodes, t.ring_nodes)
+    if t.ring_nodes == 0:
+        return GateResult(
+            name, None, need, True, f"not judged: the wave reaches none of {t.ring}'s registered nodes"
+        )
+    if sample < wanted:
+        why = (
+            f"only {sample} of {t.ring_nodes} {t.ring} wave nodes reported since {t.since:%Y-%m-%d %H:%M} "
+            f"(< min_sample_nodes {wanted})"
+        )
+        if purpose == "promote":
+            return GateResult(name, None, need, False, f"{name}: {why}")
+        return GateResult(name, None, need, True, f"not judged: {why}")
+    frac = t.on_target_fraction
+    assert frac is not None  # reporting_any >= min_sample_nodes >= 1
+    stuck = sample - t.reporting_nodes
+    counts = f"{t.reporting_nodes} of {sample} reporting wave nodes run {t.version}, {stuck} stuck"
+    return _judge(name, frac, need, minimum=True, counts=counts)
 
 
 def passed(results: Iterable[GateResult]) -> bool:
