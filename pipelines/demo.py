@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -58,25 +57,11 @@ def _fresh_workspace(path: Path) -> Path:
     return path
 
 
-@contextmanager
-def _s3_env(env: dict[str, str]) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def run_demo(
-    *, workspace: Path, n: int, seed: int, config_path: str | None, nodes: int = 24, pilot: int = 4
+    *, workspace: Path, n: int, seed: int, config_path: str | None, nodes: int = 80, pilot: int = 6
 ) -> int:
     from tools.core.project import Project
-    from tools.kits.devservices import ThrowawayPostgres, ThrowawayS3
+    from tools.kits.devservices import ThrowawayPostgres, ThrowawayS3, patched_environ
     from training.config import load_training_config
 
     if n < 1:
@@ -94,7 +79,7 @@ def run_demo(
             services["pg"] = stack.enter_context(ThrowawayPostgres())
             # Its own process: the server does not share the GIL with the 32 fetch threads of the snapshot.
             services["s3"] = stack.enter_context(ThrowawayS3(separate_process=True))
-            stack.enter_context(_s3_env(services["s3"].endpoint.env()))
+            stack.enter_context(patched_environ(services["s3"].endpoint.env()))
             pg = services["pg"]
             _say(
                 f"   throwaway PostgreSQL {pg.version} on 127.0.0.1:{pg.port}, "
@@ -402,9 +387,10 @@ def _journey(
             story.show_pr(decision.pr, lines=12)
         with _step(f"Approve and merge #{decision.pr.number}; Argo CD syncs the fleet ring"):
             merged = story.merge(decision.pr)
+            wave = decision.percent if decision.percent is not None and decision.percent < 100 else None
             phase = story.sync(
                 "fleet",
-                f"fleet-{version}",
+                f"fleet-{version}" + (f"@{wave:g}" if wave is not None else ""),
                 public_key=key.public_key(),
                 interface=card["interface"],
                 expect=version,

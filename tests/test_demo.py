@@ -57,7 +57,9 @@ def _small_config(tmp_path: Path) -> Path:
     return path
 
 
-def test_the_demo_story_two_models_pilot_promotion_and_revert(tmp_path: Path) -> None:
+def test_the_demo_story_two_models_pilot_waves_and_rollback(tmp_path: Path) -> None:
+    """12 nodes, 3 pilot: the fleet's 9 nodes put none in the 5% wave and one in the 25% wave (by the hash of
+    their names), so this also takes the small-ring path: an empty wave is judged on its soak alone."""
     ws = tmp_path / "demo"
     config = _small_config(tmp_path)
     result = _demo("--config", str(config), "demo", "--n", "1500", "--nodes", "12", "--pilot", "3",
@@ -65,39 +67,54 @@ def test_the_demo_story_two_models_pilot_promotion_and_revert(tmp_path: Path) ->
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = ws / "report"
     summary = json.loads((report / "summary.json").read_text())
-    assert summary["versions"] == ["v1.0", "v1.1"] and summary["prs"] == [1, 2, 3, 4, 5]
+    assert summary["versions"] == ["v1.0", "v1.1"] and summary["prs"] == [1, 2, 3, 4, 5, 6, 7]
     if IN_CI:
         assert summary["telemetry"] == "postgresql"
 
     titles = [p["title"] for p in json.loads((report / "prs.json").read_text())]
     assert titles[0].startswith("pilot: model v1.0 (accuracy ") and titles[0].endswith("first release)")
     assert titles[1].startswith("fleet: promote model v1.0 from pilot (soaked 25 h")
+    assert "first wave" not in titles[1]  # the fleet's first release goes to the whole ring
     assert re.fullmatch(r"pilot: model v1\.1 \(accuracy .*, [+-]\d+\.\d pts vs fleet v1\.0\)", titles[2])
-    assert titles[3].startswith("fleet: promote model v1.1 from pilot")
-    assert titles[4] == "fleet: roll back v1.1 → v1.0"
+    assert titles[3].startswith("fleet: promote model v1.1 from pilot") and titles[3].endswith(
+        "first wave 5%)"
+    )
+    assert titles[4].startswith("fleet: model v1.1 to 25% of nodes (wave 2 of 3;")
+    assert titles[5].startswith("fleet: model v1.1 to 100% of nodes (wave 3 of 3;")
+    assert titles[6] == "fleet: roll back v1.1 → v1.0"
     assert "```mermaid" in (report / "prs" / "3.md").read_text()
+    assert "none of fleet's 9 registered nodes" in result.stdout  # the empty 5% wave, said so
 
-    # Every simulated node ends every phase on the version its ring pins; the rollback reads nothing.
+    # Every simulated node ends every phase on the version its wave pins; the rollback reads nothing.
     phases = {p["name"]: p for p in json.loads((report / "fleet.json").read_text())}
     expected = {
         "pilot-v1.0": {"none": 9, "v1.0": 3},
         "fleet-v1.0": {"v1.0": 12},
         "pilot-v1.1": {"v1.0": 9, "v1.1": 3},
-        "fleet-v1.1": {"v1.1": 12},
+        "fleet-v1.1@5": {"v1.0": 9, "v1.1": 3},
+        "fleet-v1.1@25": {"v1.0": 8, "v1.1": 4},
+        "fleet-v1.1@100": {"v1.1": 12},
         "rollback-v1.0": {"v1.0": 9, "v1.1": 3},
     }
     assert {name: p["fleet_versions"] for name, p in phases.items()} == expected
     assert all(p["converged"] == p["reachable"] for p in phases.values())
-    assert phases["rollback-v1.0"]["store_reads"] == 0 and phases["fleet-v1.1"]["store_reads"] > 0
+    assert phases["fleet-v1.1@5"]["store_reads"] > 0  # the fleet prefetched v1.1 when it was announced...
+    assert phases["fleet-v1.1@25"]["store_reads"] == 0  # ...so a wave's swap reads nothing
+    assert phases["fleet-v1.1@100"]["store_reads"] == 0 and phases["rollback-v1.0"]["store_reads"] == 0
 
     log = (report / "git-log.txt").read_text()
-    assert "This reverts commit" in log and "Merge pull request #5 from rollback/fleet/v1.1" in log
+    assert "Merge pull request #7 from rollback/fleet/v1.1" in log
+    tree = subprocess.run(
+        ["git", "ls-tree", "-r", "--name-only", "main", "revocations/"], cwd=ws / "demo-repo.git",
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert "revocations/v1.1.yaml" in tree  # the rolled-back version stays out until a PR lifts it
     assert {p.name for p in report.iterdir()} >= {
         "MODEL_CARD-v1.0.md",
         "MODEL_CARD-v1.1.md",
         "evaluation-v1.1.json",
     }
-    assert "every simulated node ended each phase on the version its ring pins" in result.stdout
+    assert "every simulated node ended each phase on the version its ring pins for its wave" in result.stdout
 
 
 @pytest.mark.parametrize("kernels", list(KERNEL_SETS))
@@ -115,9 +132,9 @@ def test_make_demo_as_the_readme_says(tmp_path: Path, kernels: str) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "creating .venv" not in result.stdout  # the set-up was already done: nothing reinstalled
     summary = json.loads((clone / ".edgeops/demo/report/summary.json").read_text())
-    assert summary["versions"] == ["v1.0", "v1.1"] and summary["prs"] == [1, 2, 3, 4, 5]
-    assert summary["final_versions"] == {"v1.0": 20, "v1.1": 4}
-    assert "every simulated node ended each phase on the version its ring pins" in result.stdout
+    assert summary["versions"] == ["v1.0", "v1.1"] and summary["prs"] == [1, 2, 3, 4, 5, 6, 7]
+    assert summary["final_versions"] == {"v1.0": 74, "v1.1": 6}
+    assert "every simulated node ended each phase on the version its ring pins for its wave" in result.stdout
     # Every evaluation gate passed with room to spare, not by a hair (the margins are in the summary).
     for version in summary["versions"]:
         margins = summary["gate_margins"][version]

@@ -67,7 +67,7 @@ def test_render_then_parse_round_trips_with_the_design_header_and_key_order(rele
     text = render_release(release, ring="pilot")
     assert text.startswith(
         '# Model release for ring "pilot". Changed by pull requests only: the training pipeline proposes,\n'
-        "# `edgeops promote` copies pilot → fleet, `git revert` rolls back.\n"
+        "# `edgeops promote` moves it pilot → fleet in waves, `edgeops rollback` returns to `previous`.\n"
     )
     keys = [line.split(":", 1)[0] for line in text.splitlines() if line and not line.startswith((" ", "#"))]
     assert keys == ["version", "interface", "bundle", "files", "signature", "metrics", "source"]
@@ -297,6 +297,16 @@ def test_a_wave_renders_previous_and_a_one_line_rollout_and_round_trips(wave: Re
     assert parsed is not None and parsed.previous is not None
     verify_release(parsed, keys[1])
     verify_release(parsed.previous, keys[1])
+
+
+def test_a_version_entering_its_first_wave_writes_previous_in_block_style(wave: Release) -> None:
+    """The entering PR edits a file that had no `previous`: the new block reads like the release above it."""
+    assert wave.previous is not None
+    before = render_release(wave.previous, ring="fleet")
+    entering = edit_release_text(before, wave, ring="fleet", source="f")
+    assert parse_release(entering, source="fleet") == wave
+    assert "\nprevious:\n  version: v2.0\n  interface: " in entering
+    assert max(len(line) for line in entering.splitlines()) < 200  # no one-line {…} of a whole release
 
 
 def test_for_node_picks_the_release_in_the_wave_and_previous_outside(wave: Release) -> None:

@@ -3,7 +3,7 @@
 A release pins one model bundle for one ring (DESIGN.md, "Release file")::
 
     # Model release for ring "pilot". Changed by pull requests only: the training pipeline proposes,
-    # `edgeops promote` copies pilot → fleet, `git revert` rolls back.
+    # `edgeops promote` moves it pilot → fleet in waves, `edgeops rollback` returns to `previous`.
     version: v2.1
     interface: sha256:<64 hex>
     bundle: s3://context-edge-models/models/v2.1/
@@ -26,7 +26,7 @@ Before a ring's first release its file states that there is none: ``version`` is
 set. The model-updater then idles, reports ready, and keeps whatever model a node already has::
 
     # Model release for ring "fleet". Changed by pull requests only: the training pipeline proposes,
-    # `edgeops promote` copies pilot → fleet, `git revert` rolls back.
+    # `edgeops promote` moves it pilot → fleet in waves, `edgeops rollback` returns to `previous`.
     # No release yet: the model-updater idles, reports ready and keeps whatever model a node already has.
     version: null
 
@@ -481,7 +481,7 @@ def _header(ring: str) -> str:
         raise ReleaseError(f"{ring!r} is not a ring name: use {RING_NAME_RULE}")
     return (
         f'# Model release for ring "{ring}". Changed by pull requests only: the training pipeline proposes,\n'
-        "# `edgeops promote` copies pilot → fleet, `git revert` rolls back.\n"
+        "# `edgeops promote` moves it pilot → fleet in waves, `edgeops rollback` returns to `previous`.\n"
     )
 
 
@@ -647,6 +647,11 @@ def edit_release_text(old_text: str, release: Release | None, *, ring: str, sour
         yaml = _round_trip_yaml()
         doc = yaml.load(old_text)
         _merge_into(doc, _as_doc(release))
+        previous = doc.get("previous")
+        if release.previous is not None and isinstance(previous, CommentedMap) and previous.fa.flow_style():
+            # A new `previous` (a version entering its first wave) in block style, like the release above
+            # it, not as one long {…} line: the entering PR's diff stays readable.
+            doc["previous"] = _release_map(release.previous)
         out = StringIO()
         yaml.dump(doc, out)
         new_text = out.getvalue()

@@ -52,6 +52,6 @@ def register(sub: Any) -> None:
         "--n", type=positive_int, default=4000, help="synthetic LDOs per month, for two months (default 4000)"
     )
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    demo.add_argument("--nodes", type=positive_int, default=24, help="simulated edge nodes (default 24)")
-    demo.add_argument("--pilot", type=non_negative_int, default=4, help="of which pilot nodes (default 4)")
+    demo.add_argument("--nodes", type=positive_int, default=80, help="simulated edge nodes (default 80)")
+    demo.add_argument("--pilot", type=non_negative_int, default=6, help="of which pilot nodes (default 6)")
     demo.set_defaults(handler=cmd_demo)

@@ -734,12 +734,7 @@ def _promote_enter(
     telemetry = sources.read(from_ring, version, soaked.time, ws.now, None)
     decision.telemetry = telemetry
     decision.gates.extend(check_gates(telemetry, ws.cfg.gates.telemetry, purpose="promote"))
-    if dry_run:
-        decision.note = "dry run: nothing pushed"
-        return decision
-    if not decision.allowed:
-        decision.note = "refused: a gate failed"
-        _report_promotion(ws, decision, render_gate_table(decision.gates))
+    if _stops_here(ws, decision, dry_run=dry_run):
         return decision
 
     path = ws.release_path(to_ring)
@@ -830,12 +825,7 @@ def _promote_wave(
             f"the {_p(state.percent)}% wave reaches none of {to_ring}'s {len(registered)} registered nodes: "
             "nothing to judge, so only its soak counts",
         ))  # fmt: skip
-    if dry_run:
-        decision.note = "dry run: nothing pushed"
-        return decision
-    if not decision.allowed:
-        decision.note = "refused: a gate failed"
-        _report_promotion(ws, decision, render_gate_table(decision.gates))
+    if _stops_here(ws, decision, dry_run=dry_run):
         return decision
 
     path = ws.release_path(to_ring)
@@ -877,6 +867,20 @@ def _promote_wave(
     _report_promotion(ws, decision, render_gate_table(decision.gates))
     decision.note = f"wave PR #{decision.pr.number} is open"
     return decision
+
+
+def _stops_here(ws: Workspace, decision: PromoteDecision, *, dry_run: bool) -> bool:
+    """A dry run, or a gate failed (said on the source release's PR too): nothing is pushed."""
+    from tools.gitops.telemetry import render_gate_table
+
+    if dry_run:
+        decision.note = "dry run: nothing pushed"
+        return True
+    if not decision.allowed:
+        decision.note = "refused: a gate failed"
+        _report_promotion(ws, decision, render_gate_table(decision.gates))
+        return True
+    return False
 
 
 def _report_promotion(ws: Workspace, decision: PromoteDecision, table: str) -> None:

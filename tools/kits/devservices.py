@@ -26,6 +26,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -34,9 +35,27 @@ from typing import Any
 from tools.core.errors import ServiceError
 from tools.core.fsutil import write_atomic
 
-__all__ = ["S3Endpoint", "ThrowawayPostgres", "ThrowawayS3", "find_pg_bindir"]
+__all__ = ["S3Endpoint", "ThrowawayPostgres", "ThrowawayS3", "find_pg_bindir", "patched_environ"]
 
 _PG_USER = "postgres"
+
+
+@contextlib.contextmanager
+def patched_environ(values: Mapping[str, str], *, remove: Iterable[str] = ()) -> Iterator[None]:
+    """``os.environ`` with ``values`` set (and ``remove`` unset) inside the block, as it was after it."""
+    names = [*values, *remove]
+    saved = {k: os.environ.get(k) for k in names}
+    os.environ.update(values)
+    for key in remove:
+        os.environ.pop(key, None)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def find_pg_bindir() -> Path | None:

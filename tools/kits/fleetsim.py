@@ -87,6 +87,7 @@ from tools.edge.updater import CURRENT, FAILURE_REASONS, Updater
 from tools.gitops.forge import LocalForge, PullRequest
 from tools.gitops.manifests import kustomize_build, parse_objects, selects_node
 from tools.gitops.telemetry import PredictionRow, RingTelemetry, telemetry_from_rows
+from tools.kits.devservices import patched_environ
 
 __all__ = [
     "LOAD_SAMPLE",
@@ -107,6 +108,7 @@ RING_LABEL = "context-edge.io/ring"
 INTERFACE = "sha256:" + hashlib.sha256(b"edgeops fleet simulator interface").hexdigest()
 LABELS = ["bearing_wear", "misalignment", "overheating", "electrical_fault", "lubrication_loss"]
 WEIGHTS = {"v1.0": 0.1, "v1.1": 0.2}  # a different (tiny, real) model per version
+NODE_FILES = ("model.onnx", "golden.json")  # what a release makes a node download (promotion._release_files)
 LOAD_SAMPLE = 20  # nodes whose model.onnx is loaded in ONNX Runtime after each phase
 ROLLBACK_TARGET_SECONDS = 0.050
 RINGS = ("pilot", "fleet")
@@ -713,7 +715,16 @@ class SimReport:
             if rb.swap_median_seconds > ROLLBACK_TARGET_SECONDS:
                 found.append(f"the rollback's median swap took {rb.swap_median_seconds * 1000:.1f} ms")
         guarded = any(d.command == "guard" and d.pr for d in self.decisions)
-        if (self.faults.get("bad_model") or self.faults.get("stuck")) and not guarded:
+        faulty = self.faults.get("bad_model") or self.faults.get("stuck")
+        widest = max(
+            (p.percent or 100 for p in self.phases if p.version == "v1.1" and p.ring == "fleet"), default=0
+        )
+        if not faulty and widest < 100:
+            refusals = [f"{d.command} {', '.join(d.failed_gates)}" for d in self.decisions if d.failed_gates]
+            found.append(
+                f"v1.1 reached only {widest:g}% of the fleet ({'; '.join(refusals) or 'no refusal'})"
+            )
+        if faulty and not guarded:
             found.append("guard did not open the rollback PR")
         if self.bad_version and self.served_outside_first_wave(self.bad_version):
             found.append(
@@ -876,20 +887,10 @@ class _Story:
             raise EdgeopsError(f"git {' '.join(args)}: {result.stderr.strip()}")
         return result.stdout.strip()
 
-    @contextlib.contextmanager
-    def _dated(self) -> Iterator[None]:
+    def _dated(self) -> contextlib.AbstractContextManager[None]:
         """Commits made by the release tooling and the forge carry the simulated time."""
         stamp = f"{int(self.clock.now)} +0000"
-        saved = {k: os.environ.get(k) for k in ("GIT_COMMITTER_DATE", "GIT_AUTHOR_DATE")}
-        os.environ.update(GIT_COMMITTER_DATE=stamp, GIT_AUTHOR_DATE=stamp)
-        try:
-            yield
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+        return patched_environ({"GIT_COMMITTER_DATE": stamp, "GIT_AUTHOR_DATE": stamp})
 
     def workspace(self) -> Any:
         from tools.gitops.promotion import Workspace
@@ -1043,7 +1044,8 @@ def simulate(
     """The release story on ``nodes`` simulated nodes (the first ``pilot`` labelled pilot): v1.0 through the
     pilot to the whole fleet; v1.1 through the pilot, then the fleet in its waves, each wave promoted by
     ``edgeops promote`` when it has soaked and passes its gates, guarded by ``edgeops guard``; then a rollback
-    (by guard, or by the on-call engineer at the end); then an agent upgrade under the DaemonSet's rules."""
+    (by guard, or by the on-call engineer at the end). An agent upgrade under the DaemonSet's rules runs while
+    the first wave soaks, with the offline nodes still away."""
     if nodes < 1 or not 0 <= pilot <= nodes:
         raise EdgeopsError(f"--nodes {nodes} --pilot {pilot}: need 1 ≤ nodes and 0 ≤ pilot ≤ nodes")
     plan = faults or FaultPlan()
@@ -1070,7 +1072,8 @@ def simulate(
         }
         result = publish_bundle(shared_store(store_uri), version, files, private_key)
         releases[version] = make_release(
-            private_key, version=version, interface=INTERFACE, bundle=result.uri, files=result.files,
+            private_key, version=version, interface=INTERFACE, bundle=result.uri,
+            files={k: v for k, v in result.files.items() if k in NODE_FILES},
             metrics={"simulated": True},
         )  # fmt: skip
 
@@ -1134,6 +1137,7 @@ def simulate(
     # Each wave: merged, synced, soaked; then the daily automation runs `promote` (the next wave, when this
     # one passes its gates) and, when it opens nothing, `guard` (the rollback PR, when the wave breaches).
     rolled_back = False
+    upgrade: dict[str, Any] = {}
     decision = story.promote()  # v1.1 enters the fleet at its first wave
     while decision.pr is not None:
         story.merge(decision.pr)
@@ -1148,6 +1152,10 @@ def simulate(
             joined = joining = [fleet.add_node(f"join-{i:03d}", {}) for i in range(plan.join)]
         arm(name)
         story.phase(name, "fleet", returning=returning, joining=joining)
+        if not upgrade:
+            # A new updater image, merged while the first wave soaks (and the offline nodes are still away):
+            # a DaemonSet rolling update, paced by maxUnavailable.
+            upgrade = fleet.agent_upgrade("fleet")
         story.report("fleet", max(wave_soak, grace) + 1, wave_percent=percent)
         decision = story.promote()
         if decision.pr is None:
@@ -1160,7 +1168,8 @@ def simulate(
         pr = story.rollback("fleet-sim: the on-call engineer rolls the fleet back")
         story.merge(pr)
         story.phase("rollback-v1.0", "fleet")
-    upgrade = fleet.agent_upgrade("fleet")
+    if not upgrade:
+        upgrade = fleet.agent_upgrade("fleet")
 
     ring_sizes = Counter(n.ring for n in fleet.nodes)
     return SimReport(
@@ -1203,18 +1212,11 @@ def _throwaway_s3() -> Iterator[None]:
     # Its own process: the server's work does not compete with the simulated nodes for this one's GIL.
     server = ThrowawayS3(separate_process=True)
     endpoint = server.start()
-    saved = {k: os.environ.get(k) for k in endpoint.env()}
-    os.environ.update(endpoint.env())
-    os.environ.pop("AWS_PROFILE", None)
     try:
-        yield
+        with patched_environ(endpoint.env(), remove=["AWS_PROFILE"]):
+            yield
     finally:
         server.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def build_parser() -> argparse.ArgumentParser:
