@@ -76,6 +76,26 @@ def test_waves_with_offline_and_joining_nodes(tmp_path: Path, s3_env: S3Endpoint
     # The agent upgrade: 11 of 112 offline, maxUnavailable 10% = 12 pods: it gets through, slowly.
     upgrade = report.agent_upgrade
     assert upgrade["max_unavailable"] == math.ceil(0.1 * (FLEET + 2))
+    # 11 offline pods take 11 of the 12 slots: the upgrade crawls one pod per sync, but it finishes.
+    assert upgrade["offline"] == 11 and not upgrade["stalled"]
+    assert upgrade["upgraded_online"] == upgrade["reachable"] == FLEET + 2 - 11
+    assert upgrade["per_sync"][1:4] == [1, 1, 1]
+
+
+def test_an_agent_upgrade_stalls_once_offline_nodes_hold_the_budget(
+    tmp_path: Path, s3_env: S3Endpoint, s3_bucket: str
+) -> None:
+    """The upstream DaemonSet controller counts pods on offline nodes as unavailable: with as many offline
+    as maxUnavailable allows (3 of 30 at 10%), no online agent is ever replaced. Model rollouts converge."""
+    report = simulate(
+        nodes=33, pilot=3, workdir=tmp_path, store_uri=f"s3://{s3_bucket}/bundles",
+        faults=FaultPlan(offline=3, seed=5), repo_root=REPO,
+    )  # fmt: skip
+    upgrade = report.agent_upgrade
+    assert upgrade["max_unavailable"] == 3 and upgrade["offline"] == 3
+    assert upgrade["stalled"] and upgrade["upgraded_online"] == 0
+    assert all(p.converged == p.reachable for p in report.phases)
+    assert "STALLED" in report.render()
 
 
 def test_a_bad_model_stops_at_the_first_wave(tmp_path: Path, s3_env: S3Endpoint, s3_bucket: str) -> None:
