@@ -21,7 +21,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -231,6 +231,22 @@ def _model_round(  # noqa: PLR0917 (called twice, from one place)
         return {"version": outcome.version, "uri": outcome.uri, "evaluation": report, "margins": margins}
 
 
+def _promote(story: Any, at: datetime) -> Any:
+    """`edgeops promote --from pilot` at ``at`` (the injected clock), every gate printed."""
+    from tools.gitops.promotion import promote
+
+    decision = promote(
+        story.workspace(at),
+        from_ring="pilot",
+        dsn=story.dsn,
+        telemetry_reader=story.telemetry_reader(),
+        devices=story.devices(),
+    )
+    for g in decision.gates:
+        _say(f"   {'PASS' if g.passed else 'FAIL'} {g.name:<26} {g.detail}")
+    return decision
+
+
 def gate_margins(report: dict[str, Any]) -> dict[str, float]:
     """How far each evaluated gate is from failing (positive: passed by that much), by gate name."""
     margins = {}
@@ -372,15 +388,7 @@ def _journey(
             )
             failed = ", ".join(g.name for g in early.gates if not g.passed)
             _say(f"   (an hour after the merge it would be refused: {failed})")
-            decision = promote(
-                story.workspace(clock),
-                from_ring="pilot",
-                dsn=story.dsn,
-                telemetry_reader=story.telemetry_reader(),
-                devices=story.devices(),
-            )
-            for g in decision.gates:
-                _say(f"   {'PASS' if g.passed else 'FAIL'} {g.name:<26} {g.detail}")
+            decision = _promote(story, clock)
             if decision.pr is None:
                 _say(f"\nedgeops demo: {version} was not promoted ({decision.note}); the story stops here.")
                 return 0
@@ -408,15 +416,7 @@ def _journey(
                     seed + month + int(phase.percent),
                 )  # fmt: skip
                 _say(f"   {count} predictions from the wave's nodes")
-                decision = promote(
-                    story.workspace(merged + timedelta(hours=wave_soak + 1)),
-                    from_ring="pilot",
-                    dsn=story.dsn,
-                    telemetry_reader=story.telemetry_reader(),
-                    devices=story.devices(),
-                )
-                for g in decision.gates:
-                    _say(f"   {'PASS' if g.passed else 'FAIL'} {g.name:<26} {g.detail}")
+                decision = _promote(story, merged + timedelta(hours=wave_soak + 1))
                 if decision.pr is None:
                     _say(
                         f"\nedgeops demo: the next wave of {version} was refused ({decision.note}); stopping."

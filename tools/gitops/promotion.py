@@ -309,6 +309,18 @@ def _push_change(
     return commit, True
 
 
+def _writes_release(path: str, release: Release, ring: str, message: str) -> Callable[[Repo], str]:
+    """The change of a release PR: the ring's release file edited in place to ``release`` (ruamel round
+    trip, so the diff is the changed lines), committed with ``message``."""
+
+    def change(wt: Repo) -> str:
+        file = wt.root / path
+        file.write_text(edit_release_text(file.read_text(), release, ring=ring, source=path))
+        return message
+
+    return change
+
+
 def _staged(wt: Repo) -> bool:
     return not wt.ok("diff", "--cached", "--quiet")
 
@@ -431,21 +443,17 @@ def propose(ws: Workspace, *, ring: str, bundle_uri: str, private_key: Ed25519Pr
     branch = f"release/{ring}/{version}"
     subject = _commit_subject(ring, card)
 
-    def change(wt: Repo) -> str:
-        target = wt.root / path
-        target.write_text(edit_release_text(target.read_text(), release, ring=ring, source=path))
-        return commit_message(
-            subject,
-            f"Pins {bundle_uri} in ring {ring}. Proposed by `edgeops propose`; approving the PR is the "
-            "release approval.",
-            [
-                ("Model-Version", version),
-                ("Dataset", card["dataset"]["fingerprint"]),
-                ("Run", card["source"]["run"]),
-            ],
-        )
-
-    _, pushed = _push_change(ws, branch, [path], change)
+    message = commit_message(
+        subject,
+        f"Pins {bundle_uri} in ring {ring}. Proposed by `edgeops propose`; approving the PR is the "
+        "release approval.",
+        [
+            ("Model-Version", version),
+            ("Dataset", card["dataset"]["fingerprint"]),
+            ("Run", card["source"]["run"]),
+        ],
+    )
+    _, pushed = _push_change(ws, branch, [path], _writes_release(path, release, ring, message))
     body = _render(
         "release_pr.md.j2", card=card, release=release, ring=ring, ring_path=ws.cfg.rings[ring].path,
         current=current, chart=training_chart(card),
@@ -755,18 +763,14 @@ def _promote_enter(
     else:
         how = f"Copies {from_ring}'s release block of {version} unchanged, for every {to_ring} node at once."
 
-    def change(wt: Repo) -> str:
-        file = wt.root / path
-        file.write_text(edit_release_text(file.read_text(), new, ring=to_ring, source=path))
-        return commit_message(
-            subject, f"{how} Proposed by `edgeops promote`.",
-            [("Model-Version", version), ("Promoted-From", from_ring),
-             *([("Wave", f"{_p(percent)}%")] if percent is not None else []),
-             ("Dataset", str(release.source.get("dataset", "unknown"))),
-             ("Run", str(release.source.get("run", "unknown")))],
-        )  # fmt: skip
-
-    _push_change(ws, branch, [path], change)
+    message = commit_message(
+        subject, f"{how} Proposed by `edgeops promote`.",
+        [("Model-Version", version), ("Promoted-From", from_ring),
+         *([("Wave", f"{_p(percent)}%")] if percent is not None else []),
+         ("Dataset", str(release.source.get("dataset", "unknown"))),
+         ("Run", str(release.source.get("run", "unknown")))],
+    )  # fmt: skip
+    _push_change(ws, branch, [path], _writes_release(path, new, to_ring, message))
     reach = None
     if partial:
         try:
@@ -838,17 +842,13 @@ def _promote_wave(
     )
     new = replace(state.release, rollout_percent=nxt)
 
-    def change(wt: Repo) -> str:
-        file = wt.root / path
-        file.write_text(edit_release_text(file.read_text(), new, ring=to_ring, source=path))
-        return commit_message(
-            subject,
-            f"Widens {to_ring}'s rollout of {version} from {_p(state.percent)}% to {_p(nxt)}% of its nodes "
-            "(rollout.percent, one line). Proposed by `edgeops promote`.",
-            [("Model-Version", version), ("Wave", f"{_p(nxt)}%")],
-        )
-
-    _push_change(ws, branch, [path], change)
+    message = commit_message(
+        subject,
+        f"Widens {to_ring}'s rollout of {version} from {_p(state.percent)}% to {_p(nxt)}% of its nodes "
+        "(rollout.percent, one line). Proposed by `edgeops promote`.",
+        [("Model-Version", version), ("Wave", f"{_p(nxt)}%")],
+    )
+    _push_change(ws, branch, [path], _writes_release(path, new, to_ring, message))
     body = _render(
         "wave_pr.md.j2", ring=to_ring, version=version, path=path, current=state.percent, next=nxt,
         index=index, waves=ring.waves, reach=reach, registered=len(registered),
