@@ -100,8 +100,11 @@ def split_of(ldo_id: str, val_fraction: float, test_fraction: float) -> int:
 class LdoCache:
     """Content-addressed store of LDO objects, keyed by ETag.
 
-    ``<root>/<etag[:2]>/<etag>.json`` holds the raw object, fsynced before it is renamed into place: it is
-    the source of truth. ``<etag>.<spec>.rec`` holds the same record already parsed and validated against a
+    ``<root>/<etag[:2]>/<etag>.json`` holds the raw object, renamed into place whole. Under an MD5 ETag (a
+    single-part upload) every read checks the bytes against it, so a file a power cut left torn is found and
+    fetched again: those are written without fsync (two fsyncs per object were a fifth of a cold snapshot's
+    time). Under any other ETag nothing can check the bytes, so they are fsynced before the rename.
+    ``<etag>.<spec>.rec`` holds the same record already parsed and validated against a
     data interface (``spec``: a digest of channels, window, rate and labels), so that a warm run skips JSON
     parsing. It is derived data: written without fsync, checked by length and CRC-32 on every read, and
     rebuilt from the raw object when anything is off.
@@ -112,6 +115,7 @@ class LdoCache:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._made: set[Path] = set()  # shard folders known to exist (one mkdir per folder, not per object)
 
     def path(self, etag: str) -> Path:
         if not re.fullmatch(r"[0-9A-Za-z-]{8,80}", etag):
@@ -193,8 +197,10 @@ class LdoCache:
 
     def put(self, etag: str, data: bytes) -> None:
         final = self.path(etag)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(final, data)
+        if final.parent not in self._made:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            self._made.add(final.parent)
+        write_atomic(final, data, durable=_MD5_ETAG.match(etag) is None)
 
 
 # --- sources ----------------------------------------------------------------------------------------------
