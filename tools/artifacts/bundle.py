@@ -32,7 +32,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from tools.core.errors import EdgeopsError
 from tools.core.log import fields
 from tools.core.names import FILE_NAME, FILE_NAME_RULE, VERSION, VERSION_RE
-from tools.core.signing import SIGNATURE_PREFIX, SignatureError, key_id, sign, verify
+from tools.core.signing import (
+    SIGNATURE_PREFIX,
+    SignatureError,
+    TrustedKeys,
+    describe_keys,
+    key_id,
+    sign,
+    trusted_keys,
+    verify,
+)
 from tools.core.store import Store, open_store
 
 __all__ = [
@@ -286,14 +295,15 @@ def _check_foreign_signature(stored: bytes, folder: str) -> None:
     )
 
 
-def verify_bundle(store: Store, version: str, public_key: Ed25519PublicKey) -> VerifyReport:
+def verify_bundle(store: Store, version: str, public_key: Ed25519PublicKey | TrustedKeys) -> VerifyReport:
     """Check the bundle ``models/<version>/``: signature, every listed file's digest, no extra files.
 
-    Returns what was verified; :class:`BundleError` naming the file at fault otherwise.
+    ``public_key``: one key or the trusted set by key id (while a key rotates, either key's signature
+    verifies). Returns what was verified; :class:`BundleError` naming the file at fault otherwise.
     """
     prefix = bundle_prefix(version)
     folder = store.url(prefix) + "/"
-    kid = key_id(public_key)
+    keys = trusted_keys(public_key)
     present = {key[len(prefix) + 1 :] for key in store.list(prefix)}
     if not present:
         raise BundleError(f"{folder}: no bundle for version {version} (check the store URI and the version)")
@@ -314,10 +324,11 @@ def verify_bundle(store: Store, version: str, public_key: Ed25519PublicKey) -> V
     except UnicodeDecodeError:
         signature = "(not ASCII)"
     try:
-        verify(public_key, sums, signature)
+        kid = verify(keys, sums, signature)
     except SignatureError as exc:
         raise BundleError(
-            f"{folder}{SIGNATURE_FILE} does not verify {SUMS_FILE} with public key {kid}: {exc}. Either "
+            f"{folder}{SIGNATURE_FILE} does not verify {SUMS_FILE} with public {describe_keys(keys)}: {exc}. "
+            "Either "
             f"{SUMS_FILE} or its signature was changed in the store, or the bundle was signed by another "
             "key (check signing.public_key)"
         ) from None
@@ -351,7 +362,7 @@ def verify_bundle(store: Store, version: str, public_key: Ed25519PublicKey) -> V
     return VerifyReport(version, checked, kid)
 
 
-def verify_bundle_uri(uri: str, public_key: Ed25519PublicKey) -> VerifyReport:
+def verify_bundle_uri(uri: str, public_key: Ed25519PublicKey | TrustedKeys) -> VerifyReport:
     """:func:`verify_bundle` for a bundle URI: ``s3://bucket/prefix/models/v1.2/`` or ``file:///…/models/v1.2/``."""
     parts = uri.rstrip("/").rsplit("/", 2) if isinstance(uri, str) else []
     if (

@@ -74,7 +74,15 @@ from tools.artifacts.bundle import (
 )
 from tools.core.errors import EdgeopsError
 from tools.core.names import FILE_NAME, FILE_NAME_RULE, INTERFACE, RING_NAME, RING_NAME_RULE, SHA256_HEX
-from tools.core.signing import SIGNATURE_PREFIX, SignatureError, key_id, sign, verify
+from tools.core.signing import (
+    SIGNATURE_PREFIX,
+    SignatureError,
+    TrustedKeys,
+    describe_keys,
+    sign,
+    trusted_keys,
+    verify,
+)
 from tools.core.windows import SwapWindow
 
 __all__ = [
@@ -196,16 +204,24 @@ def sign_release(
     return sign(private_key, signed_payload(version, interface, bundle, files))
 
 
-def verify_release(release: Release, public_key: Ed25519PublicKey) -> None:
-    """Return when ``release.signature`` signs its signed fields under ``public_key``; else raise."""
+def verify_release(release: Release, public_key: Ed25519PublicKey | TrustedKeys) -> str:
+    """The id of the trusted key that made ``release.signature`` (over its signed fields); else raise.
+
+    ``public_key`` is one key or the trusted set (``{key id: key}``, from ``load_public_keys``): while a
+    key rotates, a release signed by the old or the new key verifies. ``previous`` is checked on its own,
+    by a call of its own.
+    """
     payload = signed_payload(release.version, release.interface, release.bundle, release.files)
+    keys = trusted_keys(public_key)
     try:
-        verify(public_key, payload, release.signature)
+        return verify(keys, payload, release.signature)
     except SignatureError as exc:
+        trusted = "the trusted one" if len(keys) == 1 else "the trusted ones"
         raise ReleaseSignatureError(
             f"release {release.version}: {exc}. Its version, interface, bundle or files were changed after "
-            f"signing, or it was signed by a key other than the trusted one ({key_id(public_key)}); "
-            "re-propose the release with the pipeline's signing key"
+            f"signing, or it was signed by a key other than {trusted} ({describe_keys(keys)}); "
+            "re-propose the release with the pipeline's signing key (after a key rotation: `edgeops release "
+            "resign`)"
         ) from None
 
 

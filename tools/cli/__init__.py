@@ -18,7 +18,19 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from tools.cli import config, data, keys, kits, model, pipeline, promotion, updater, validate
+from tools.cli import (
+    config,
+    data,
+    image,
+    inference,
+    keys,
+    kits,
+    model,
+    pipeline,
+    promotion,
+    updater,
+    validate,
+)
 from tools.cli._common import Formatter
 from tools.core.errors import ConfigError, EdgeopsError
 from tools.core.log import setup_logging
@@ -28,7 +40,7 @@ __all__ = ["build_parser", "main"]
 log = logging.getLogger("edgeops")
 
 # In the order `edgeops --help` lists them: the training side, then delivery, then the kits.
-COMMAND_GROUPS = (data, model, keys, validate, updater, kits, config, promotion, pipeline)
+COMMAND_GROUPS = (data, model, keys, validate, updater, inference, kits, config, promotion, image, pipeline)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,7 +1,7 @@
 """The model-updater: one agent per edge node that reconciles the node's model to the mounted release file.
 
     edgeops updater run --release /etc/context-edge/release/release.yaml \\
-        --root /var/lib/context-edge/models --public-key /etc/context-edge/release/release-signing.pub \\
+        --root /var/lib/context-edge/models --public-key /etc/context-edge/signing/release-signing.pub \\
         --accept-interface sha256:… --listen 0.0.0.0:9180 --log-json
 
 Layout of the model root (the only place the updater writes, so it runs with a read-only root file system)::
@@ -21,8 +21,8 @@ on a complete version (or absent, when the node never had one). On start the upd
 folders, marker-less version folders and temporary links before doing anything else.
 
 One reconcile (:meth:`Updater.reconcile`): no release → idle (keep whatever is there, report ready).
-Otherwise verify the release's Ed25519 signature (before any download), check its interface against the
-accepted list (empty list = any interface: for labs, not for production rings), then
+Otherwise verify the release's Ed25519 signature (before any download) against the trusted keys, check its
+interface against the accepted list (empty list = any interface: for labs, not for production rings), then
 
 - ``current`` is already the desired version and was checked by this process → nothing to do;
 - the version is newer than ``current``, the release names swap windows (``rollout.windows``) and none is
@@ -38,6 +38,19 @@ accepted list (empty list = any interface: for labs, not for production rings), 
 then POST to the reload hook (a failure is logged and counted, the swap stays) and prune to the K most
 recently installed or activated versions plus ``current``. Any failure leaves ``current`` untouched; its
 reason is logged and counted in ``edgeops_updater_failures_total{reason}`` (reasons: :data:`FAILURE_REASONS`).
+
+The trusted keys are the PEM file(s) given by ``--public-key`` (repeatable), each holding one or several
+concatenated public keys, so a signing key rotates without an outage (docs/runbooks.md, "Rotate the
+release-signing key"): a release verifies when any trusted key signed it. The files are read again on every
+reconcile (:class:`TrustFile`; parsed again only when their bytes changed), because the kubelet refreshes a
+mounted ConfigMap in place; a changed set is logged and shown in ``edgeops_updater_trusted_key{key_id}``.
+A file that became unreadable or malformed fails the reconcile (reason "signature") and the node keeps its
+model. A release signed by a key the node no longer trusts is refused with that key's id when the node
+verified the release before (in this process, or at install: the completion marker records the signer).
+
+A download that S3 refuses with ``RequestTimeTooSkewed`` (the node's clock is more than 15 minutes from the
+store's; the request signature carries the time) is reason "clock_skew", not "download", with the size of
+the skew when the error's ``ServerTime``/``RequestTime`` or the response's ``Date`` tell it.
 
 Outside its wave (or while waiting for a window) a node prefetches the announced release into its cache,
 :func:`prefetch_delay` seconds after it first saw it (``--prefetch-spread``): a stable per-node share of the
@@ -61,6 +74,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import email.utils
 import errno
 import fcntl
 import hashlib
@@ -80,7 +94,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -104,7 +118,7 @@ from tools.core.errors import ConfigError, EdgeopsError
 from tools.core.fsutil import fsync_path, sha256_file, write_atomic
 from tools.core.log import fields, setup_logging
 from tools.core.names import INTERFACE, VERSION
-from tools.core.signing import key_id, load_public_key
+from tools.core.signing import SignatureError, TrustedKeys, public_keys_from_pem, trusted_keys
 from tools.core.store import Store, open_store
 from tools.core.windows import any_open, parse_windows
 
@@ -116,6 +130,7 @@ __all__ = [
     "MARKER",
     "Outcome",
     "ReconcileResult",
+    "TrustFile",
     "Updater",
     "UpdaterError",
     "add_run_arguments",
@@ -153,9 +168,10 @@ CRASH_STEPS = (
 )
 FAILURE_REASONS = (
     "release",  # the release file is missing or malformed
-    "signature",  # the release's signature does not verify under the trusted key
+    "signature",  # the release's signature verifies under no trusted key, or the trusted-keys file is bad
     "interface",  # the release's (or the model card's) interface is not accepted
     "download",  # the store could not be read (network, credentials, missing object)
+    "clock_skew",  # the store refused the request's time (S3 RequestTimeTooSkewed): fix the node's clock
     "digest",  # a downloaded or cached file does not match the signed size/sha256
     "golden",  # the model does not load or does not reproduce golden.json
     "io",  # the model root could not be written (disk full, permissions)
@@ -327,6 +343,126 @@ def golden_check(model_dir: Path) -> None:
             )
 
 
+# --- trusted keys -------------------------------------------------------------------------------------------
+
+
+class TrustFile:
+    """The node's trusted release-signing keys: the PEM file(s) of ``--public-key``, re-read as they change.
+
+    Each file holds one or several concatenated PEM public keys (while a key rotates: the old and the new).
+    The kubelet refreshes a mounted ConfigMap in place (an atomic swap of the volume's ``..data`` link), so
+    :meth:`keys` reads the files on every call (a few hundred bytes) and parses them again only when their
+    bytes changed. A file that cannot be read or parsed raises :class:`~tools.core.signing.SignatureError`
+    naming the file and the key block: never a silently stale or empty set.
+    """
+
+    def __init__(self, paths: Path | str | Sequence[Path | str]) -> None:
+        items = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
+        if not items:
+            raise ConfigError("no trusted public key file: give --public-key (repeat it for several files)")
+        self.paths = tuple(Path(p) for p in items)
+        self._raw: tuple[bytes, ...] | None = None
+        self._keys: dict[str, Ed25519PublicKey] = {}
+        self.keys()  # at start an unusable file is fatal: an agent that trusts nothing must not run
+
+    def _read(self) -> tuple[bytes, ...]:
+        raw = []
+        for path in self.paths:
+            try:
+                raw.append(path.read_bytes())
+            except FileNotFoundError:
+                raise SignatureError(
+                    f"{path}: no such public key file (the trusted release-signing keys; on a node: the "
+                    "release-signing-key ConfigMap mount)"
+                ) from None
+            except OSError as exc:
+                raise SignatureError(f"{path}: cannot read the trusted keys ({exc.strerror})") from None
+        return tuple(raw)
+
+    def keys(self) -> dict[str, Ed25519PublicKey]:
+        """The trusted keys now, by key id (the union of the files)."""
+        raw = self._read()
+        if raw != self._raw:
+            keys: dict[str, Ed25519PublicKey] = {}
+            for path, data in zip(self.paths, raw, strict=True):
+                keys.update(public_keys_from_pem(data, source=str(path)))
+            self._raw, self._keys = raw, keys
+        return dict(self._keys)
+
+    def fingerprint(self) -> str:
+        """A digest of the files' bytes now ("unreadable" when one cannot be read), to notice a change."""
+        try:
+            raw = self._read()
+        except SignatureError:
+            return "unreadable"
+        return hashlib.sha256(b"\0".join(raw)).hexdigest()
+
+
+# --- clock skew ---------------------------------------------------------------------------------------------
+
+# S3's error code for a request signed at a time too far from the server's (AWS: more than 15 minutes;
+# "Error responses", https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html). MinIO answers the
+# same code with 403 (minio/minio cmd/api-errors.go, ErrRequestTimeTooSkewed). botocore does not correct
+# clock skew itself (boto/boto3#1252), so the node's own clock is what has to be fixed.
+_SKEW_CODES = frozenset({"RequestTimeTooSkewed"})
+
+
+def _parse_time(text: Any) -> datetime | None:
+    """An S3 time: ISO 8601 (``ServerTime``, ``x-amz-date``) or RFC 7231 (``RequestTime``, ``Date``)."""
+    if not isinstance(text, str) or not text.strip():
+        return None
+    text = text.strip()
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        try:
+            parsed = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _clock_skew(exc: BaseException) -> str | None:
+    """When ``exc`` comes from S3's RequestTimeTooSkewed: a sentence on how far off the node's clock is.
+
+    The store wraps botocore's ``ClientError`` (``raise … from None`` keeps it as ``__context__``); its
+    parsed error holds S3's ``ServerTime`` and the ``RequestTime`` it received, and the response its
+    ``Date`` header. None when the error is something else.
+    """
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        response = getattr(cause, "response", None)
+        error = response.get("Error") if isinstance(response, dict) else None
+        if isinstance(error, dict) and error.get("Code") in _SKEW_CODES:
+            break
+        cause = cause.__cause__ or cause.__context__
+    else:
+        return None
+    assert isinstance(response, dict) and isinstance(error, dict)
+    headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+    server = _parse_time(error.get("ServerTime")) or _parse_time(headers.get("date"))
+    node = _parse_time(error.get("RequestTime")) or datetime.now(UTC)
+    if server is None:
+        return (
+            "the store refused the request's time (RequestTimeTooSkewed): this node's clock is off by more "
+            "than the store allows (15 minutes on AWS S3); fix the node's time sync (chrony/NTP, or an RTC "
+            "that lost its time)"
+        )
+    seconds = (node - server).total_seconds()
+    way = "ahead of" if seconds > 0 else "behind"
+    size = abs(seconds)
+    human = f"{size / 3600:.1f} h" if size >= 3600 else f"{size / 60:.1f} min"
+    stamp = "%Y-%m-%dT%H:%M:%SZ"
+    return (
+        f"the store refused the request's time (RequestTimeTooSkewed): this node's clock is {size:.0f} s "
+        f"({human}) {way} the store's (node {node.astimezone(UTC):{stamp}}, store "
+        f"{server.astimezone(UTC):{stamp}}); fix the node's time sync (chrony/NTP, or an RTC that lost its "
+        "time). The store accepts 15 minutes of difference on AWS S3"
+    )
+
+
 # --- the updater --------------------------------------------------------------------------------------------
 
 
@@ -339,6 +475,10 @@ class Updater:
     ``lock=False`` skips the per-root file lock (for simulators that hold many roots in one process and
     guarantee one updater per root themselves).
 
+    ``public_key``: the trusted release-signing keys, as one key, a ``{key id: key}`` set, or a
+    :class:`TrustFile` (what the agent passes: re-read on every reconcile, so a key added or removed by a
+    merged PR takes effect without a restart).
+
     ``clock`` (epoch seconds; the fleet simulator passes a simulated one) is the time swap windows are read
     at, as local time (``datetime.fromtimestamp``: the pod's ``TZ``), and the time a prefetch's delay runs
     on. ``prefetch_spread``: an announced release this node does not run yet is prefetched
@@ -348,7 +488,7 @@ class Updater:
     def __init__(  # noqa: PLR0917 - the fleet simulator's documented call shape
         self,
         root: Path | str,
-        public_key: Ed25519PublicKey,
+        public_key: Ed25519PublicKey | TrustedKeys | TrustFile,
         accept_interfaces: Sequence[str] = (),
         keep: int = 3,
         reload_url: str | None = None,
@@ -385,7 +525,9 @@ class Updater:
         if crash_at and crash_at not in CRASH_STEPS:
             raise ConfigError(f"{CRASH_ENV}={crash_at!r} is not one of {', '.join(CRASH_STEPS)}")
         self.root = Path(root).absolute()
-        self.public_key = public_key
+        self._trust_file = public_key if isinstance(public_key, TrustFile) else None
+        self._keys = public_key.keys() if isinstance(public_key, TrustFile) else trusted_keys(public_key)
+        self._signers: dict[str, str] = {}  # release signature → id of the key that verified it here
         self.accept_interfaces = tuple(accept_interfaces)
         self.keep = keep
         self.reload_url = reload_url
@@ -445,6 +587,14 @@ class Updater:
             "1 while a newer release waits for the ring's swap window (the node keeps its model)",
             registry=reg,
         )
+        self._m_trusted = Gauge(
+            "edgeops_updater_trusted_key",
+            "1 for each release-signing key this node trusts (a rotation waits for every node to show it)",
+            ["key_id"],
+            registry=reg,
+        )
+        for kid in self._keys:
+            self._m_trusted.labels(key_id=kid).set(1)
 
         self._lock_fd: int | None = None
         self._reconciled = False
@@ -606,6 +756,8 @@ class Updater:
         if current != self._desired:
             why = f"current is {current or 'no model'}, desired {self._desired}"
             return False, f"{why}: {self._problem}" if self._problem else why
+        if self._problem:  # its own release refused now (a key no longer trusted, say): the model stays
+            return False, self._problem
         if self._verified is None or self._verified[0] != current:
             return False, self._problem or f"{current} has not passed its health check"
         if self._waiting is not None:
@@ -744,11 +896,67 @@ class Updater:
         )
         self._prune()
 
+    @property
+    def trusted_key_ids(self) -> list[str]:
+        """The ids of the keys this node trusted at its last check, sorted."""
+        return sorted(self._keys)
+
+    def _trusted(self) -> dict[str, Ed25519PublicKey]:
+        """The trusted keys now: the trust file read again (the kubelet may have refreshed it)."""
+        if self._trust_file is None:
+            return self._keys
+        try:
+            keys = self._trust_file.keys()
+        except SignatureError as exc:
+            raise UpdaterError(
+                "signature",
+                f"the trusted-keys file is unusable, so no release can be verified: {exc}. Fix "
+                "environments/release-signing/ (the node keeps its model meanwhile)",
+                refused=False,
+            ) from None
+        if keys.keys() != self._keys.keys():
+            added, removed = sorted(keys.keys() - self._keys.keys()), sorted(self._keys.keys() - keys.keys())
+            log.info(
+                "trusted release-signing keys changed",
+                extra=self._f(
+                    added=",".join(added), removed=",".join(removed), trusted=",".join(sorted(keys))
+                ),
+            )
+            self._m_trusted.clear()
+            for kid in keys:
+                self._m_trusted.labels(key_id=kid).set(1)
+        self._keys = keys
+        return keys
+
+    def _known_signer(self, release: Release) -> str | None:
+        """The key that verified this very signature before: in this process, or at install (the marker)."""
+        kid = self._signers.get(release.signature)
+        if kid is not None:
+            return kid
+        try:
+            marker = json.loads((self.root / release.version / MARKER).read_bytes())
+        except (OSError, ValueError):
+            return None
+        if isinstance(marker, dict) and marker.get("signature") == release.signature:
+            signer = marker.get("key_id")
+            return signer if isinstance(signer, str) else None
+        return None
+
     def _check_signed_and_accepted(self, release: Release) -> None:
         """The signature first: nothing is downloaded, cached or swapped for a release nobody signed."""
+        keys = self._trusted()
         try:
-            verify_release(release, self.public_key)
+            self._signers[release.signature] = verify_release(release, keys)
         except ReleaseSignatureError as exc:
+            signer = self._known_signer(release)
+            if signer is not None and signer not in keys:
+                trusted = ", ".join(sorted(keys)) or "none"
+                raise UpdaterError(
+                    "signature",
+                    f"release {release.version} is signed by key {signer}, which this node no longer trusts "
+                    f"(trusted: {trusted}). Re-sign the ring's release with a trusted key (`edgeops release "
+                    f"resign`), or trust {signer} again until it is; the node keeps serving its model",
+                ) from None
             raise UpdaterError("signature", str(exc)) from None
         if self.accept_interfaces and release.interface not in self.accept_interfaces:
             raise UpdaterError(
@@ -960,6 +1168,11 @@ class Updater:
                 try:
                     data = store.get(key)
                 except EdgeopsError as exc:  # StoreError, ServiceError: network, credentials, missing object
+                    skew = _clock_skew(exc)
+                    if skew is not None:
+                        raise UpdaterError(
+                            "clock_skew", f"cannot download {release.bundle}{name}: {skew}", refused=False
+                        ) from None
                     raise UpdaterError(
                         "download",
                         f"cannot download {release.bundle}{name}: {exc}",
@@ -991,6 +1204,9 @@ class Updater:
                 "interface": release.interface,
                 "bundle": release.bundle,
                 "files": release.files,
+                # Who signed what was installed: a later refusal can then name a key the node dropped.
+                "signature": release.signature,
+                "key_id": self._signers.get(release.signature),
                 "installed_at": time.time(),
             }
             marker_text = json.dumps(marker, sort_keys=True) + "\n"
@@ -1175,7 +1391,7 @@ def run(
     *,
     release_path: Path,
     root: Path,
-    public_key_path: Path,
+    public_key_path: Path | Sequence[Path],
     accept_interfaces: Sequence[str] = (),
     keep: int = 3,
     reload_url: str | None = None,
@@ -1193,12 +1409,14 @@ def run(
     A release that was refused is not re-tried for ``retry_refused`` seconds (its download would fail the
     same way and only load the store), unless the release file changes. ``prefetch_spread``: see
     :class:`Updater` (a ``once`` run prefetches only what is due at once: the delay lives in memory).
+    ``public_key_path``: the trusted-keys file(s) (:class:`TrustFile`), read again every loop; a refused
+    release is retried at once when they change (a key added to the set may be what it waited for).
     """
-    public_key = load_public_key(Path(public_key_path))
+    trust = TrustFile(public_key_path)
     stop = stop or threading.Event()
     node = os.environ.get("NODE_NAME", "")
     updater = Updater(
-        root, public_key, accept_interfaces, keep, reload_url, node=node, prefetch_spread=prefetch_spread
+        root, trust, accept_interfaces, keep, reload_url, node=node, prefetch_spread=prefetch_spread
     )
     stale_after = max(10 * interval, 600.0)
 
@@ -1227,14 +1445,14 @@ def run(
                 node=node or None,
                 root=str(updater.root),
                 release=str(release_path),
-                key_id=key_id(public_key),
+                trusted_keys=",".join(updater.trusted_key_ids),
                 accept_interfaces=",".join(accept_interfaces) or "any",
                 keep=keep,
                 prefetch_spread=prefetch_spread,
                 once=once,
             ),
         )
-        refused: tuple[Release | None, float, ReconcileResult] | None = None
+        refused: tuple[Release | None, float, ReconcileResult, str] | None = None
         while True:
             try:
                 release = load_release(release_path)
@@ -1242,12 +1460,18 @@ def run(
                 result = updater.report_release_error(str(exc))
             else:
                 now = time.monotonic()
-                if refused is not None and refused[0] == release and now - refused[1] < retry_refused:
+                keys_now = trust.fingerprint()
+                if (
+                    refused is not None
+                    and refused[0] == release
+                    and refused[3] == keys_now
+                    and now - refused[1] < retry_refused
+                ):
                     result = refused[2]  # the same refused release: nothing new to learn from the store
                     updater.last_activity = now
                 else:
                     result = updater.reconcile(release)
-                    refused = (release, now, result) if result.outcome == "refused" else None
+                    refused = (release, now, result, keys_now) if result.outcome == "refused" else None
             if once:
                 return 0 if result.ok else 1
             if stop.wait(interval):
@@ -1281,9 +1505,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--public-key",
         required=True,
+        action="append",
         type=Path,
         metavar="PATH",
-        help="Ed25519 public key (PEM) that release files must be signed with",
+        help="the trusted release-signing keys: a PEM file of one or several Ed25519 public keys, read again "
+        "every loop (a release verifies when any of them signed it); repeat for several files",
     )
     parser.add_argument(
         "--accept-interface",

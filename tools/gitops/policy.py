@@ -7,7 +7,8 @@ merge base, as GitHub shows it; history, revocations and the trusted key come fr
 PR):
 
 1. ``release-file``  every release file the PR changes parses, and its signature (and that of its
-   ``previous`` release) verifies under the public key committed on ``base`` (a PR cannot bring its own key);
+   ``previous`` release) verifies under a public key committed on ``base`` (the file may hold several
+   while a key rotates; a PR cannot bring its own key);
 2. ``one-ring``      a PR changes at most one ring's release;
 3. ``release-only``  a PR that changes a release changes nothing else, except that a rollback adds the
    revocation of the version it rolls back (``revocations/<version>.yaml``);
@@ -26,6 +27,17 @@ PR):
 9. ``lift-alone``    a PR that lifts a revocation (deletes ``revocations/<version>.yaml``) changes nothing
    else, so lifting is its own reviewed decision.
 
+Agent upgrades (:mod:`tools.gitops.images`): a PR that changes the model-updater image a ring runs (the
+updater's ``images:`` entry of ``<ring>/kustomization.yaml``) is an agent upgrade, and it moves pilot →
+fleet like a model:
+
+10. ``agent-only``   it changes that entry of one ring and nothing else (the rest of the overlay included);
+11. ``agent-image``  the first ring takes a pin by digest (``sha256:`` + 64 hex) of a ``…/model-updater``
+    image;
+12. ``agent-order``  a later ring takes exactly the image and digest its ``after`` ring pins on ``base``;
+    a ring never gets a digest its ``after`` ring does not run (and two rings at once is ``one-ring``).
+Returning a ring to an image it ran before (a ``git revert``) is a rollback: never blocked.
+
 Exit 0 when every rule holds (PRs that change no release pass trivially), 1 with one line per violation
 saying what to do otherwise.
 """
@@ -36,11 +48,26 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ruamel.yaml import YAML
+
 from tools.artifacts.bundle import parse_version
 from tools.artifacts.release import Release, ReleaseError, parse_release, signed_payload, verify_release
 from tools.core.config import EdgeopsConfig
-from tools.core.signing import SignatureError, public_key_from_pem
+from tools.core.signing import SignatureError, public_keys_from_pem
 from tools.gitops.gitrepo import Repo, RingHistory, ring_history, wave_percent
+from tools.gitops.images import (
+    DIGEST,
+    KUSTOMIZATION,
+    UPDATER,
+    ImageError,
+    ImagePin,
+    base_image,
+    check_image,
+    effective_ref,
+    kustomization_path,
+    pin_history,
+    read_pin,
+)
 from tools.gitops.revocations import revocation_version, revoked
 
 __all__ = ["Finding", "PolicyReport", "validate_pr"]
@@ -60,6 +87,7 @@ class PolicyReport:
     rings: dict[str, str] = field(default_factory=dict)  # ring -> what the PR does to it, in words
     findings: list[Finding] = field(default_factory=list)
     revocations: dict[str, str] = field(default_factory=dict)  # version -> what the PR does to it, in words
+    agents: dict[str, str] = field(default_factory=dict)  # ring -> what the PR does to its agent image
 
     @property
     def ok(self) -> bool:
@@ -67,7 +95,7 @@ class PolicyReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"base": self.base, "head": self.head, "ok": self.ok, "changed": self.changed,
-                "rings": self.rings, "revocations": self.revocations,
+                "rings": self.rings, "revocations": self.revocations, "agents": self.agents,
                 "findings": [f.__dict__ for f in self.findings]}  # fmt: skip
 
     def render(self) -> str:
@@ -76,8 +104,10 @@ class PolicyReport:
             lines.append(f"{ring}: {what}")
         for version, what in self.revocations.items():
             lines.append(f"{version}: {what}")
+        for ring, what in self.agents.items():
+            lines.append(f"{ring}: {what}")
         if self.ok:
-            quiet = not self.rings and not self.revocations
+            quiet = not self.rings and not self.revocations and not self.agents
             lines.append("✅ accepted" + (": this PR changes no release" if quiet else ""))
         else:
             lines.append(
@@ -125,6 +155,9 @@ def validate_pr(repo: Repo, cfg: EdgeopsConfig, *, base: str, head: str, now: da
                 f"{', '.join(rest)}; lifting is a decision of its own: a PR that deletes "
                 f"{', '.join(sorted(lifted))} and nothing else",
             ))  # fmt: skip
+    agents = _agent_changes(repo, cfg, base=base_sha, head=head_sha, report=report)
+    if agents:
+        _check_agents(repo, cfg, agents, base=base_sha, release_pr=bool(touched), now=now, report=report)
     if not touched:
         for version in recorded.values():
             report.revocations[version] = f"records the revocation of {version}"
@@ -145,7 +178,7 @@ def validate_pr(repo: Repo, cfg: EdgeopsConfig, *, base: str, head: str, now: da
         ))  # fmt: skip
 
     key_text = repo.show(base_sha, cfg.signing.public_key)
-    public_key = None
+    public_key = None  # the trusted set on base: while a key rotates, the old and the new key
     if key_text is None:
         report.findings.append(Finding(
             "release-file",
@@ -153,7 +186,7 @@ def validate_pr(repo: Repo, cfg: EdgeopsConfig, *, base: str, head: str, now: da
         ))  # fmt: skip
     else:
         try:
-            public_key = public_key_from_pem(key_text.encode(), source=f"{cfg.signing.public_key} on {base}")
+            public_key = public_keys_from_pem(key_text.encode(), source=f"{cfg.signing.public_key} on {base}")
         except SignatureError as exc:
             report.findings.append(Finding("release-file", str(exc)))
 
@@ -293,7 +326,17 @@ class _RingCheck:
         old, pct = wave_percent(current), wave_percent(new)
         if pct == old:
             same = new.swap_windows == current.swap_windows
-            self.say(f"{version} re-annotated (metrics/source only)" if same else f"{version}: swap windows")
+            resigned = new.signature != current.signature or (
+                new.previous is not None
+                and current.previous is not None
+                and new.previous.signature != current.previous.signature
+            )
+            if resigned:  # `edgeops release resign` after a key rotation: the signed content is the same
+                self.say(f"{version} re-signed (signed content unchanged)")
+            elif same:
+                self.say(f"{version} re-annotated (metrics/source only)")
+            else:
+                self.say(f"{version}: swap windows")
             return None
         if pct < old:
             self.say(
@@ -378,3 +421,137 @@ class _RingCheck:
             return None
         self.say(f"promotion {move}{entry}: {after} ran it for {hours:.1f} h (soak {soak:g} h)")
         return None
+
+
+# --- agent upgrades -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _AgentChange:
+    path: str
+    new: ImagePin | None
+    old_ref: str  # the image the ring's agent runs on base (effective_ref)
+    new_ref: str  # and with this PR
+
+
+def _strip_pin(doc: Any) -> Any:
+    """A parsed overlay without the updater's ``images:`` entry: what an agent upgrade leaves alone."""
+    if not isinstance(doc, dict):
+        return doc
+    rest = {k: v for k, v in doc.items() if k != "images"}
+    others = [e for e in doc.get("images") or [] if not (isinstance(e, dict) and e.get("name") == UPDATER)]
+    if others:
+        rest["images"] = others
+    return rest
+
+
+def _agent_changes(
+    repo: Repo, cfg: EdgeopsConfig, *, base: str, head: str, report: PolicyReport
+) -> dict[str, _AgentChange]:
+    """The rings whose agent image the PR changes (ring -> change). An overlay that does not parse, or
+    whose other content changes with its pin, is a finding."""
+    image = base_image(repo, base)
+    out: dict[str, _AgentChange] = {}
+    for ring in cfg.ring_order():
+        path = kustomization_path(cfg, ring)
+        if path not in report.changed:
+            continue
+        old_text, new_text = repo.show(base, path), repo.show(head, path)
+        if old_text is None or new_text is None:
+            continue  # an overlay added or deleted: a change of the rings themselves, not of their agent
+        try:
+            old = read_pin(old_text, source=f"{path} on {report.base}")
+            new = read_pin(new_text, source=f"{path} at {report.head}")
+        except ImageError as exc:
+            report.findings.append(Finding("agent-image", str(exc)))
+            continue
+        change = _AgentChange(path, new, effective_ref(old, image), effective_ref(new, image))
+        if change.old_ref == change.new_ref:
+            continue  # e.g. the base's own tag written as a pin: the ring runs the same image
+        out[ring] = change
+        safe = YAML(typ="safe", pure=True)  # read_pin parsed both texts already
+        if _strip_pin(safe.load(old_text)) != _strip_pin(safe.load(new_text)):
+            report.findings.append(Finding(
+                "agent-only",
+                f"{path}: this PR changes {ring}'s model-updater image and also the rest of the overlay; an "
+                "agent upgrade changes only the updater's images: entry: move the other changes to their "
+                "own PR",
+            ))  # fmt: skip
+    return out
+
+
+def _check_agents(
+    repo: Repo, cfg: EdgeopsConfig, agents: dict[str, _AgentChange], *, base: str, release_pr: bool,
+    now: datetime, report: PolicyReport,
+) -> None:  # fmt: skip
+    order = cfg.ring_order()
+    if len(agents) > 1:
+        report.findings.append(Finding(
+            "one-ring",
+            f"this PR changes the model-updater image of {' and '.join(sorted(agents, key=order.index))}; an "
+            "agent upgrade "
+            f"changes one ring per PR and moves {' → '.join(order)} like a model: pin {order[0]} first "
+            f"(`edgeops image pin --ring {order[0]}`), then `edgeops image promote --from {order[0]}`",
+        ))  # fmt: skip
+    others = [p for p in report.changed if p not in {c.path for c in agents.values()}]
+    if others and not release_pr:  # in a release PR, release-only names the overlay already
+        report.findings.append(Finding(
+            "agent-only",
+            f"an agent upgrade changes only the model-updater's images: entry of one ring's {KUSTOMIZATION}, "
+            f"but this PR also changes {', '.join(others)}; move those changes to their own PR",
+        ))  # fmt: skip
+    image = base_image(repo, base)
+    for ring in sorted(agents, key=order.index):
+        change = agents[ring]
+        verdict = _check_agent(repo, cfg, ring, change, image=image, base=base, now=now, report=report)
+        report.agents[ring] = f"{verdict} {change.old_ref} → {change.new_ref}"
+
+
+def _check_agent(
+    repo: Repo, cfg: EdgeopsConfig, ring: str, change: _AgentChange, *, image: str, base: str, now: datetime,
+    report: PolicyReport,
+) -> str:  # fmt: skip
+    """The rules for one ring's agent image; returns what the PR does to it, in words."""
+    path, new = change.path, change.new
+    ran = {effective_ref(e.pin, image) for e in pin_history(repo, base, path)}
+    if change.new_ref in ran:
+        return f"agent rollback: {ring} ran this image before (never blocked):"
+
+    def find(rule: str, message: str) -> None:
+        report.findings.append(Finding(rule, f"{path}: {message}"))
+
+    if new is None or new.digest is None:
+        find("agent-image", f"{change.new_ref} is not pinned by digest, and {ring} never ran it; an agent "
+             "upgrade pins a digest (`edgeops image pin`): a tag can be moved to other bytes")  # fmt: skip
+        return "agent upgrade (refused):"
+    refused = False
+    if not DIGEST.fullmatch(new.digest):
+        find("agent-image", f"digest {new.digest!r} is not sha256: and 64 lowercase hex digits")
+        refused = True
+    try:
+        check_image(new.image)
+    except ImageError as exc:
+        find("agent-image", str(exc))
+        refused = True
+    after = cfg.rings[ring].after
+    if after is None:
+        return f"agent upgrade ({ring}){' (refused)' if refused else ''}:"
+    upstream_path = kustomization_path(cfg, after)
+    history = pin_history(repo, base, upstream_path)
+    upstream = history[-1].pin if history else None
+    same = upstream is not None and (upstream.image, upstream.digest) == (new.image, new.digest)
+    if same:
+        hours = (now - history[-1].time).total_seconds() / 3600.0
+        return f"agent upgrade ({ring}) from {after}, which has run it for {hours:.1f} h:"
+    pinned_there = effective_ref(upstream, image)
+    if any(e.pin is not None and e.pin.digest == new.digest for e in history):
+        why = f"{after} ran it before but has moved on"
+    else:
+        why = f"{after} never ran {new.digest}"
+    find(
+        "agent-order",
+        f"{ring} skips {after}: it takes only the model-updater image {after} pins on {report.base} "
+        f"({pinned_there}), and {why}; pin it in {after} first and, once it runs well there, "
+        f"`edgeops image promote --from {after} --to {ring}`",
+    )
+    return f"agent upgrade ({ring}) (refused):"

@@ -44,7 +44,7 @@ from tools.core.config import EdgeopsConfig
 from tools.core.errors import ConfigError, EdgeopsError
 from tools.core.log import fields
 from tools.core.project import Project
-from tools.core.signing import key_id, load_public_key
+from tools.core.signing import key_id, load_public_keys
 from tools.core.store import open_store
 from tools.core.windows import parse_windows
 from tools.gitops.forge import Forge, LocalForge, PullRequest
@@ -395,15 +395,16 @@ def propose(ws: Workspace, *, ring: str, bundle_uri: str, private_key: Ed25519Pr
             f"a new model is proposed to the first ring ({first}) only; {ring} gets it by "
             f"`edgeops promote --from {ws.cfg.rings[ring].after} --to {ring}` once it has soaked"
         )
-    public_key = load_public_key(ws.root / ws.cfg.signing.public_key)
-    if key_id(private_key) != key_id(public_key):
+    trusted = load_public_keys(ws.root / ws.cfg.signing.public_key)
+    if key_id(private_key) not in trusted:
+        which = "the one nodes trust" if len(trusted) == 1 else "one of the keys nodes trust"
         raise PromotionError(
-            f"the signing key ({key_id(private_key)}) is not the one nodes trust ({key_id(public_key)}, "
+            f"the signing key ({key_id(private_key)}) is not {which} ({', '.join(sorted(trusted))}, "
             f"{ws.cfg.signing.public_key}): nodes would refuse this release. Use the release signing key"
         )
     bundle_uri = bundle_uri if bundle_uri.endswith("/") else bundle_uri + "/"
     try:
-        report = verify_bundle_uri(bundle_uri, public_key)
+        report = verify_bundle_uri(bundle_uri, trusted)
     except BundleError as exc:
         raise PromotionError(f"not proposing {bundle_uri}: {exc}") from None
     card = read_card(bundle_uri)

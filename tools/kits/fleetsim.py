@@ -9,12 +9,14 @@ real release tooling.
 This is a SIMULATION, and says so in its output. What is real: every node has its own model root on the
 local disk and its own :class:`~tools.edge.updater.Updater` (the production class: wave placement by the
 node's name, signature check, download, digests, golden health check in ONNX Runtime, prefetch with its
-per-node spread, atomic swap, pruning); the bundles are signed and published to a real store (the S3 API
-server by default); the rings' node selection and the DaemonSets come from ``kustomize build
-environments/<ring>``; the release files change only by commits and pull requests in a real git repository (a
-bare remote and a clone, with :class:`~tools.gitops.forge.LocalForge` PRs), written by the real ``edgeops
-promote``, ``guard`` and ``rollback`` (:mod:`tools.gitops.promotion`) and read back at the merged commit
-(the file kustomize puts verbatim into the ring's ConfigMap, which is what Argo CD syncs).
+per-node spread, atomic swap, pruning) and its own reference inference service
+(:class:`~tools.edge.inference.InferenceService`, ONNX Runtime) reading that root, so the version a node
+serves is the one its service reports, not what ``current`` is assumed to hold; the bundles are signed and
+published to a real store (the S3 API server by default); the rings' node selection and the DaemonSets come
+from ``kustomize build environments/<ring>``; the release files change only by commits and pull requests in
+a real git repository (a bare remote and a clone, with :class:`~tools.gitops.forge.LocalForge` PRs), written
+by the real ``edgeops promote``, ``guard`` and ``rollback`` (:mod:`tools.gitops.promotion`) and read back at
+the merged commit (the file kustomize puts verbatim into the ring's ConfigMap, which is what Argo CD syncs).
 
 What is simulated, and how (each model of a real system errs on the side where the real one is worse):
 
@@ -29,9 +31,16 @@ What is simulated, and how (each model of a real system errs on the side where t
   do nothing and are counted in every ring's denominators (members, wave, reporting); with ``--offline`` they
   go offline after the fleet's first release and come back during the last wave. ``--join`` nodes join the
   fleet with empty caches during the first partial wave.
-- **Field telemetry** (the runtime backend's ``predictions``). Each online node reports predictions with the
-  version it serves; operators validate 80% of them. A version's field quality is a parameter: the good ones
-  miss 2% of failing windows, ``--bad-model``'s v1.1 45% on the fleet's machines (its golden health check
+- **The inference service's swap.** The service does not poll (simulated time has no 200 ms): the updater's
+  reload hook is modelled as a :meth:`~tools.edge.inference.InferenceService.reload` at the simulated instant
+  of each reconcile, which loads the new version before it serves it (docs/inference-contract.md). Nodes
+  whose ``model.onnx`` bytes are identical share one ONNX Runtime session (``run`` is thread-safe; a node
+  with other bytes, a damaged file, gets a load of its own); the service's own golden check is skipped, as
+  the node's updater ran ``golden.json`` through the same bytes in the same reconcile.
+- **Field telemetry** (the runtime backend's ``predictions``). Each online node's inference service runs a
+  batch of windows and the rows carry the version it reports; operators validate 80% of them. A version's
+  field quality is a parameter (the tiny model knows nothing of machines): the good ones miss 2% of failing
+  windows, ``--bad-model``'s v1.1 45% on the fleet's machines (its golden health check
   passes: it is a valid model that is wrong in the field; and right on the pilot's lines, which lack the
   failure it misses, so it passes the pilot and must be stopped in the fleet's first wave). Stuck nodes
   (``--stuck``) serve ``previous`` and report it.
@@ -46,7 +55,8 @@ What is simulated, and how (each model of a real system errs on the side where t
 
 The invariant "no node is ever without a loadable model once it had one" is checked on the node after every
 reconcile, on every node after every phase, and by loading ``model.onnx`` in ONNX Runtime on a sample of nodes
-per phase (:data:`LOAD_SAMPLE`).
+per phase (:data:`LOAD_SAMPLE`); so is "the inference service serves what ``current`` names" (a node whose
+service kept an older model, or never loaded one, is a violation).
 """
 
 from __future__ import annotations
@@ -83,6 +93,7 @@ from tools.core.config import load_config
 from tools.core.errors import EdgeopsError, StoreError
 from tools.core.signing import generate_keypair, private_key_from_pem, public_key_from_pem
 from tools.core.store import Store, open_store
+from tools.edge.inference import InferenceService, NoModelError, Prediction
 from tools.edge.updater import CURRENT, FAILURE_REASONS, Updater
 from tools.gitops.forge import LocalForge, PullRequest
 from tools.gitops.manifests import kustomize_build, parse_objects, selects_node
@@ -105,6 +116,9 @@ __all__ = [
 log = logging.getLogger("edgeops.fleetsim")
 
 RING_LABEL = "context-edge.io/ring"
+# What every simulated node carries besides its name and ring: the kubelet's os/arch labels of a Jetson and
+# the edge label, which both rings' node affinity requires (environments/<ring>/ring.yaml).
+NODE_LABELS = {"kubernetes.io/os": "linux", "kubernetes.io/arch": "arm64", "context-edge.io/edge": "true"}
 INTERFACE = "sha256:" + hashlib.sha256(b"edgeops fleet simulator interface").hexdigest()
 LABELS = ["bearing_wear", "misalignment", "overheating", "electrical_fault", "lubrication_loss"]
 WEIGHTS = {"v1.0": 0.1, "v1.1": 0.2}  # a different (tiny, real) model per version
@@ -184,6 +198,40 @@ def build_golden(model: bytes) -> bytes:
         "expected": {"probabilities": np.asarray(probs).tolist()},
     }
     return (json.dumps(golden) + "\n").encode()
+
+
+class _SharedSessions:
+    """The simulated nodes' inference services' loader: one ONNX Runtime session per distinct ``model.onnx``
+    content, whichever node's file it was read from. Each node's service still reads its own file; only
+    identical bytes share a session (ONNX Runtime's ``run`` is thread-safe), so 1,000 nodes cost one load
+    per version, and a damaged file is a load of its own (and fails like one)."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, Any] = {}
+
+    def __call__(self, path: Path) -> Any:
+        data = path.read_bytes()
+        key = hashlib.sha256(data).hexdigest()
+        session = self._sessions.get(key)
+        if session is None:
+            session = self._sessions[key] = _session(data)
+        return session
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+
+@functools.cache
+def _windows(batch: int) -> dict[str, np.ndarray[Any, Any]]:
+    """``batch`` sensor windows in the simulator's interface (a generator of their own: the story's draws
+    do not change with the batch size)."""
+    rng = np.random.default_rng(batch)
+    return {
+        "sensors": rng.normal(size=(batch, 4, 128)).astype(np.float32),
+        "product_id": rng.integers(1, 50, size=batch),
+        "recipe_id": rng.integers(1, 20, size=batch),
+        "asset_id": rng.integers(1, 1000, size=batch),
+    }
 
 
 # --- rings from the real manifests --------------------------------------------------------------------------
@@ -331,6 +379,7 @@ class _Node:
     root: Path
     faults: _NodeFaults
     updater: Updater = field(init=False)
+    service: InferenceService | None = None  # its inference service, from its first reconcile on
     offline: bool = False
     had_model: bool = False
     reads: int = 0
@@ -393,7 +442,8 @@ def _failures(node: _Node) -> Counter[str]:
 
 
 def _version_of(node: _Node) -> str:
-    return node.updater.current_version() or "none"
+    """The version the node's inference service reports it serves ("none" before its first model)."""
+    return (node.service.version if node.service is not None else None) or "none"
 
 
 class Fleet:
@@ -425,13 +475,14 @@ class Fleet:
         self.checks = 0
         self.loads = 0
         self.violations: list[str] = []
+        self.sessions = _SharedSessions()
         for index in range(nodes):
             labels = {RING_LABEL: "pilot"} if index < pilot else {}
             self.add_node(f"node-{index:04d}", labels)
 
     def add_node(self, name: str, labels: Mapping[str, str]) -> _Node:
         """A node with an empty model root, owned by the one ring whose DaemonSet selects it."""
-        labels = {"kubernetes.io/hostname": name, **labels}
+        labels = {**NODE_LABELS, "kubernetes.io/hostname": name, **labels}
         owners = [r for r in self.rings.values() if r.selects(labels)]
         if len(owners) != 1:
             raise EdgeopsError(
@@ -453,6 +504,24 @@ class Fleet:
             prefetch_spread=self._spread,
         )  # fmt: skip
 
+    def _reload(self, node: _Node) -> None:
+        """The updater's reload hook, at the simulated instant of its reconcile: the node's inference service
+        looks at ``current`` and loads what changed before it serves it (docs/inference-contract.md)."""
+        if node.service is None:
+            node.service = InferenceService(
+                node.root, poll_interval=None, loader=self.sessions, check_golden=False
+            )
+        node.service.reload()
+
+    def predict(self, node: str, inputs: Mapping[str, Any]) -> Prediction:
+        """Run ``inputs`` through ``node``'s inference service: the outputs, and the version that made them.
+
+        Raises :class:`~tools.edge.inference.NoModelError` for a node that serves nothing yet."""
+        found = next(n for n in self.nodes if n.name == node)
+        if found.service is None:
+            raise NoModelError(f"{node} has no inference service yet: it never reconciled")
+        return found.service.predict(inputs)
+
     def members(self, ring: str) -> list[str]:
         return [n.name for n in self.nodes if n.ring == ring]
 
@@ -461,7 +530,7 @@ class Fleet:
         return dict(Counter(_version_of(n) for n in self.nodes if ring is None or n.ring == ring))
 
     def version_of(self, node: str) -> str:
-        """The version ``node`` serves now ("none" before its first model)."""
+        """The version ``node``'s inference service serves now ("none" before its first model)."""
         return _version_of(next(n for n in self.nodes if n.name == node))
 
     def model_path(self, node: str) -> Path:
@@ -479,6 +548,13 @@ class Fleet:
             node.had_model = True
         elif node.had_model:
             self.violations.append(f"{label}: {node.name} has no model at {current}")
+        named, served = node.updater.current_version(), _version_of(node)
+        if named is not None and served != named:
+            failure = node.service.last_failure if node.service is not None else None
+            self.violations.append(
+                f"{label}: {node.name}'s inference service serves {served}, `current` names {named}"
+                + (f" ({failure.message})" if failure else "")
+            )
 
     def _sweep(self, touched: Sequence[_Node], label: str) -> None:
         for node in self.nodes:
@@ -497,7 +573,7 @@ class Fleet:
 
     def _settled(self, node: _Node, release: Release) -> bool:
         want = release.for_node(node.name).version
-        if node.updater.current_version() != want or not node.updater.ready()[0]:
+        if _version_of(node) != want or not node.updater.ready()[0]:
             return False
         return want == release.version or release.version in node.updater.installed_versions()
 
@@ -546,6 +622,7 @@ class Fleet:
             before = _version_of(node)
             node.release = release
             result = node.updater.reconcile(release)
+            self._reload(node)
             node.announced.add(release.version)
             report.reconciles += 1
             outcomes[result.outcome] += 1
@@ -567,7 +644,7 @@ class Fleet:
         self._sweep(online[:LOAD_SAMPLE], phase)
         for node in online:
             want = release.for_node(node.name).version
-            if node.updater.current_version() == want and node.updater.ready()[0]:
+            if _version_of(node) == want and node.updater.ready()[0]:
                 report.converged += 1
         report.stuck = report.reachable - report.converged
         report.served = {v: c for v, c in sorted(served.items()) if c}
@@ -634,6 +711,7 @@ class Fleet:
                 node.updater = self._updater(node)  # the new agent process on the same model root
                 if node.release is not None:
                     node.updater.reconcile(node.release)  # its first loop: re-checks what it serves
+                    self._reload(node)
                 available[node.name] = node.updater.ready()[0]
             progress.append(sum(1 for n in members if n.agent_image == new and available[n.name]))
         online = [n for n in members if not n.offline]
@@ -688,6 +766,7 @@ class SimReport:
     wall_seconds: float
     bad_version: str | None = None
     first_wave: int = 0  # fleet members in the first wave of v1.1
+    inference: dict[str, int] = field(default_factory=dict)  # the nodes' inference services, summed
 
     @property
     def rollback(self) -> PhaseReport | None:
@@ -761,6 +840,7 @@ class SimReport:
                 "violations": self.invariant_violations,
                 "first_violations": self.violations[:20],
             },
+            "inference": self.inference,
             "rollback_store_reads": self.rollback.store_reads if self.rollback else None,
             "rollback_median_seconds": self.rollback.swap_median_seconds if self.rollback else None,
             "rollback_target_seconds": ROLLBACK_TARGET_SECONDS,
@@ -834,9 +914,15 @@ class SimReport:
                 "fleet nodes outside the first wave"
             )
         rb = self.rollback
+        inf = self.inference
         lines += [
-            "final versions: " + ", ".join(f"{v} {n}" for v, n in sorted(self.final_versions.items())),
-            f"invariant (no node ever without a loadable model once it had one): {self.invariant_violations} "
+            "final versions (as the nodes' inference services report them): "
+            + ", ".join(f"{v} {n}" for v, n in sorted(self.final_versions.items())),
+            f"inference services (reference, ONNX Runtime): {inf.get('services', 0)} nodes, "
+            f"{inf.get('swaps', 0)} swaps served, {inf.get('load_failures', 0)} failed loads, "
+            f"{inf.get('sessions', 0)} sessions shared by identical model bytes",
+            "invariant (no node ever without a loadable model once it had one, and its inference service "
+            f"serves what `current` names): {self.invariant_violations} "
             f"violations in {self.invariant_checks} checks (after every reconcile and every phase; "
             f"{self.invariant_loads} loads in ONNX Runtime)",
         ]
@@ -914,16 +1000,19 @@ class _Story:
         )
 
     def report(self, ring: str, hours: float, *, wave_percent: float | None) -> None:
-        """``hours`` of field predictions from the ring's online nodes, each with the version it serves."""
+        """``hours`` of field predictions from the ring's online nodes: each node's inference service runs a
+        batch of windows, and its rows carry the version the service reports for that batch. Which labels
+        they predict is drawn from the version's field quality (the tiny model knows nothing of machines)."""
         members = [n for n in self.fleet.nodes if n.ring == ring and not n.offline]
         wave = [n for n in members if wave_percent is None or _in_wave(n.name, wave_percent)]
         need = self.cfg.gates.telemetry.min_validated_predictions
         per_node = max(12, math.ceil(1.5 * need / (0.8 * max(1, len(wave)))))
+        windows = _windows(per_node)
         start = self.clock.now
         for node in members:
-            version = _version_of(node)
-            if version == "none":
-                continue
+            if node.service is None or node.service.model is None:
+                continue  # serves nothing yet: reports nothing
+            version = node.service.predict(windows).version
             miss = FN_RATE["bad" if version in self.bad and ring != "pilot" else "good"]
             draws = self.rng.random((per_node, 4))
             for j in range(per_node):
@@ -1172,6 +1261,7 @@ def simulate(
         upgrade = fleet.agent_upgrade("fleet")
 
     ring_sizes = Counter(n.ring for n in fleet.nodes)
+    services = [n.service for n in fleet.nodes if n.service is not None]
     return SimReport(
         nodes=nodes,
         pilot=pilot,
@@ -1199,6 +1289,12 @@ def simulate(
         wall_seconds=time.perf_counter() - started,
         bad_version="v1.1" if plan.bad_model else None,
         first_wave=len(first_wave),
+        inference={
+            "services": len(services),
+            "swaps": sum(s.swaps for s in services),
+            "load_failures": sum(s.load_failures for s in services),
+            "sessions": len(fleet.sessions),
+        },
     )
 
 
@@ -1275,7 +1371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``edgeops fleet-sim``: 0 when the story held (SimReport.problems); 1 otherwise; 2 on a setup error."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr)
-    quiet = ["edgeops.updater", "edgeops.release", "edgeops.forge"]
+    quiet = ["edgeops.updater", "edgeops.inference", "edgeops.release", "edgeops.forge"]
     saved = {name: logging.getLogger(name).level for name in quiet}
     if not args.verbose:
         for name in quiet:  # injected faults would flood stderr with refusals
