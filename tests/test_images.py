@@ -18,7 +18,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +34,16 @@ from tools.gitops.images import (
     UPDATER,
     ImageError,
     ImagePin,
+    PinOutcome,
     base_image,
     effective_ref,
     pin_text,
+    promote_image,
     read_pin,
 )
 from tools.gitops.manifests import kustomize_build, parse_objects
 from tools.gitops.policy import PolicyReport, validate_pr
+from tools.gitops.promotion import Workspace
 
 PILOT = "environments/pilot/kustomization.yaml"
 FLEET = "environments/fleet/kustomization.yaml"
@@ -179,6 +182,10 @@ class World:
         return pin_text(self.text(path), image=image, digest=digest, source=path)
 
 
+def merged_at(w: World, commit: str) -> datetime:
+    return datetime.fromtimestamp(int(git(w.work, "log", "-1", "--format=%ct", commit)), UTC)
+
+
 def rules(report: PolicyReport) -> set[str]:
     return {f.rule for f in report.findings}
 
@@ -269,10 +276,24 @@ def test_an_agent_moves_pilot_then_fleet_one_pr_per_digest(world: World) -> None
     stale = w.check(w.branch("fleet-stale", {FLEET: w.pinned(FLEET, IMAGE, D2)}))
     assert rules(stale) == {"agent-order"} and "pilot ran it before but has moved on" in stale.render()
 
-    promoted = w.cli("image", "promote", "--from", "pilot")
-    assert promoted.returncode == 0, promoted.stderr
-    assert "PR #4" in promoted.stdout and f"branch agent/fleet/{'3' * 12} (pushed)" in promoted.stdout
-    assert w.cli("image", "promote", "--from", "pilot").stdout.count("PR #4") == 1  # a re-run: the same PR
+    # Fleet waits for pilot's soak, as for a model: refused by the command and by validate pr before it.
+    early = w.cli("image", "promote", "--from", "pilot")
+    assert early.returncode == 1, early.stdout
+    assert "h of its 24 h soak (rings.pilot.soak_hours" in early.stderr, early.stderr
+    soon = merged_at(w, merge3) + timedelta(hours=2)
+    by_hand = w.branch("fleet-early", {FLEET: w.pinned(FLEET, IMAGE, D3)})
+    early_check = validate_pr(Repo(w.work), w.cfg, base="origin/main", head=by_hand, now=soon)
+    assert rules(early_check) == {"soak"} and "for 2.0 h of the 24 h soak" in early_check.render()
+
+    def promote_at(now: datetime) -> PinOutcome:
+        ws = Workspace.open(w.work / "edgeops.yaml", forge=w.forge, now=now)
+        return promote_image(ws, from_ring="pilot")
+
+    promoted = promote_at(merged_at(w, merge3) + timedelta(hours=25))
+    assert promoted.pr is not None and promoted.pr.number == 4 and promoted.pushed
+    assert promoted.branch == f"agent/fleet/{'3' * 12}"
+    again4 = promote_at(merged_at(w, merge3) + timedelta(hours=26))  # a re-run: the same PR
+    assert again4.pr is not None and again4.pr.number == 4
     pr4 = w.forge.get_pr(4)
     assert pr4.title == f"fleet: model-updater {D3[:19]} from pilot" and "pilot has run it for" in pr4.body
     w.fetch()

@@ -404,6 +404,14 @@ def promote_image(ws: Workspace, *, from_ring: str, to_ring: str | None = None) 
     target = ImagePin(UPDATER, source.new_name, None, source.digest)
     since = history[-1]
     hours = (ws.now - since.time).total_seconds() / 3600.0
+    soak = ws.cfg.rings[from_ring].soak_hours
+    if hours < soak and pinned(ws.repo, ws.base_ref, ws.cfg, to) != target:
+        # The same soak as a model's: an agent that crash-loops or misreports only shows it on real nodes.
+        raise ImageError(
+            f"{from_ring} has run the model-updater {target.ref} for {hours:.1f} h of its {soak:g} h soak "
+            f"(rings.{from_ring}.soak_hours, since commit {since.commit[:12]}); wait {soak - hours:.1f} h "
+            f"more, then re-run `edgeops image promote --from {from_ring}`"
+        )
     what = (
         f"Copies {from_ring}'s model-updater pin `{target.ref}` into `{kustomization_path(ws.cfg, to)}` "
         f"(opened by `edgeops image promote`). {from_ring} has run it for {hours:.1f} h, since commit "

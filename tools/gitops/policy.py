@@ -35,7 +35,8 @@ fleet like a model:
 11. ``agent-image``  the first ring takes a pin by digest (``sha256:`` + 64 hex) of a ``…/model-updater``
     image;
 12. ``agent-order``  a later ring takes exactly the image and digest its ``after`` ring pins on ``base``;
-    a ring never gets a digest its ``after`` ring does not run (and two rings at once is ``one-ring``).
+    a ring never gets a digest its ``after`` ring does not run (and two rings at once is ``one-ring``),
+    and only once the ``after`` ring has run it for its ``soak_hours`` (rule ``soak``, as for a model).
 Returning a ring to an image it ran before (a ``git revert``) is a rollback: never blocked.
 
 Exit 0 when every rule holds (PRs that change no release pass trivially), 1 with one line per violation
@@ -542,6 +543,14 @@ def _check_agent(
     same = upstream is not None and (upstream.image, upstream.digest) == (new.image, new.digest)
     if same:
         hours = (now - history[-1].time).total_seconds() / 3600.0
+        soak = cfg.rings[after].soak_hours
+        if hours < soak:
+            find(
+                "soak",
+                f"{after} has run the model-updater {change.new_ref} for {hours:.1f} h of the {soak:g} h "
+                f"soak (rings.{after}.soak_hours); wait {soak - hours:.1f} h more, then re-run this check",
+            )
+            return f"agent upgrade ({ring}) from {after} (soaking, refused):"
         return f"agent upgrade ({ring}) from {after}, which has run it for {hours:.1f} h:"
     pinned_there = effective_ref(upstream, image)
     if any(e.pin is not None and e.pin.digest == new.digest for e in history):
