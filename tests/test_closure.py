@@ -68,6 +68,14 @@ def test_a_venv_with_only_the_base_set_installs_a_release_and_passes_the_golden_
     assert os.readlink(root / CURRENT) == "v1.0"
     assert (root / CURRENT / "model.onnx").read_bytes() == world.models["v1.0"]
 
+    # The reference inference service runs on the same set: it loads what the updater installed, golden
+    # check included (docs/inference-contract.md).
+    serve = run("-c", "import sys; from tools.edge.inference import InferenceService; "
+                f"s = InferenceService({str(root)!r}, poll_interval=None); s.reload(); print(s.version); "
+                "s.close()")  # fmt: skip
+    assert serve.returncode == 0, serve.stderr
+    assert serve.stdout.split() == ["v1.0"]
+
     spoiled = world.write_release(world.publish("v1.1", golden_offset=0.5), tmp_path / "spoiled.yaml")
     refused = run("-m", "tools.cli", "updater", "run", "--once", "--release", str(spoiled),
                   "--root", str(root), "--public-key", str(key_path),
