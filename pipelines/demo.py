@@ -316,10 +316,7 @@ def _journey(
             ws,
             cfg,
             tcfg,
-            # Month 2 brings half as many new records: v1.1 still trains on half as much again as v1.0
-            # and keeps its gate margins on every CPU kernel set, and the demo's S3 traffic (the moto
-            # server and boto3 cost ~8 ms of CPU per object on 2 cores) stays inside its 180 s.
-            n=n if month == 1 else max(1, n // 2),
+            n=n,
             seed=seed,
             services=services,
             month=month,

@@ -49,10 +49,7 @@ def register(sub: Any) -> None:
     )
     demo.add_argument("--workspace", default=".edgeops/demo", help="workspace folder (default .edgeops/demo)")
     demo.add_argument(
-        "--n",
-        type=positive_int,
-        default=4000,
-        help="synthetic LDOs in month 1 (default 4000); month 2 brings half as many new ones",
+        "--n", type=positive_int, default=4000, help="synthetic LDOs per month, for two months (default 4000)"
     )
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.add_argument("--nodes", type=positive_int, default=80, help="simulated edge nodes (default 80)")
