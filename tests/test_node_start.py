@@ -37,8 +37,6 @@ import subprocess
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +45,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import EDGEOPS, REPO, unavailable
+from tests.test_updater import http_get as updater_http_get
 from tools.artifacts.bundle import publish_bundle
 from tools.artifacts.release import make_release, render_release
 from tools.core.signing import generate_keypair, private_key_from_pem
@@ -350,11 +349,9 @@ def model_root(kubelet: Kubelet) -> Path:
 
 
 def http_get(url: str) -> tuple[int, str]:
+    """The updater tests' GET, plus "not listening yet" as status 0 (the agent's port opens after start)."""
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - http://127.0.0.1 only
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
+        return updater_http_get(url)
     except OSError as exc:
         return 0, str(exc)
 

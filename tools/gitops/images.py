@@ -282,6 +282,12 @@ def pin_history(repo: Repo, ref: str, path: str) -> list[PinEvent]:
     return events
 
 
+def soaked(cfg: EdgeopsConfig, ring: str, since: PinEvent, now: datetime) -> tuple[float, float]:
+    """(hours ``ring`` has run the pin of ``since`` at ``now``, the ring's ``soak_hours``): an agent soaks in
+    a ring as a model does, and `image promote` and `validate pr` read the same two figures."""
+    return (now - since.time).total_seconds() / 3600.0, cfg.rings[ring].soak_hours
+
+
 def pinned(repo: Repo, ref: str, cfg: EdgeopsConfig, ring: str) -> ImagePin | None:
     """The ring's updater pin at ``ref``."""
     path = kustomization_path(cfg, ring)
@@ -403,8 +409,7 @@ def promote_image(ws: Workspace, *, from_ring: str, to_ring: str | None = None) 
         )
     target = ImagePin(UPDATER, source.new_name, None, source.digest)
     since = history[-1]
-    hours = (ws.now - since.time).total_seconds() / 3600.0
-    soak = ws.cfg.rings[from_ring].soak_hours
+    hours, soak = soaked(ws.cfg, from_ring, since, ws.now)
     if hours < soak and pinned(ws.repo, ws.base_ref, ws.cfg, to) != target:
         # The same soak as a model's: an agent that crash-loops or misreports only shows it on real nodes.
         raise ImageError(

@@ -68,6 +68,7 @@ from tools.gitops.images import (
     kustomization_path,
     pin_history,
     read_pin,
+    soaked,
 )
 from tools.gitops.revocations import revocation_version, revoked
 
@@ -542,8 +543,7 @@ def _check_agent(
     upstream = history[-1].pin if history else None
     same = upstream is not None and (upstream.image, upstream.digest) == (new.image, new.digest)
     if same:
-        hours = (now - history[-1].time).total_seconds() / 3600.0
-        soak = cfg.rings[after].soak_hours
+        hours, soak = soaked(cfg, after, history[-1], now)
         if hours < soak:
             find(
                 "soak",
