@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import subprocess
@@ -262,6 +263,87 @@ def test_corrupt_cache_entry_is_fetched_again(store: dict[str, object], tmp_path
     assert (again.downloaded, again.cached) == (1, first.rows - 1)
     assert tree_digest(tmp_path / "a") == tree_digest(tmp_path / "b")
     assert len(list(Path(str(store["cache"])).rglob("*.rec"))) == first.rows
+
+
+def test_stale_cache_listing_still_fetches(
+    store: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The producer lists the cache once (`LdoCache.contents`) instead of probing two paths per row; an entry
+    that vanished after the listing is read as a miss and downloaded, not trusted."""
+    first = build_snapshot(pg_source(store), tmp_path / "a", SPEC, OPTS)
+    cache = LdoCache(Path(str(store["cache"])))
+    raw, parsed = cache.contents(SPEC)
+    assert len(raw) == len(parsed) == first.rows
+    assert cache.contents(load_training_config().data_spec()) == (raw, parsed)
+    other = cache.contents(dataclasses.replace(SPEC, window=SPEC.window * 2))
+    assert other == (raw, set())  # records parsed for another data interface are not this spec's
+    gone = sorted(parsed)[0]
+    cache.path(gone).unlink()
+    next(cache.path(gone).parent.glob(f"{gone}.*.rec")).unlink()
+    monkeypatch.setattr(LdoCache, "contents", lambda self, spec: (set(raw), set(parsed)))  # stale
+    again = build_snapshot(pg_source(store), tmp_path / "b", SPEC, OPTS)
+    assert (again.downloaded, again.cached) == (1, first.rows - 1)
+    assert tree_digest(tmp_path / "a") == tree_digest(tmp_path / "b")
+
+
+def test_checksums_where_no_md5_etag_checks_the_bytes(
+    store: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The snapshot's client skips botocore's own CRC32 (every MD5 ETag is checked by hashing the body) but
+    asks the store for its checksum of an object whose ETag is no MD5 (a multipart upload here; SSE-KMS on
+    AWS), and botocore then verifies it."""
+    import training.snapshot as snapshot_module
+
+    s3 = boto3.client("s3")
+    bucket = str(store["bucket"])
+    victim = index_rows(str(store["dsn"]))[0][0]
+    key = _key(store, victim)
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    upload = s3.create_multipart_upload(Bucket=bucket, Key=key, ChecksumAlgorithm="CRC32")
+    part = s3.upload_part(
+        Bucket=bucket,
+        Key=key,
+        UploadId=upload["UploadId"],
+        PartNumber=1,
+        Body=body,
+        ChecksumAlgorithm="CRC32",
+    )
+    done = s3.complete_multipart_upload(
+        Bucket=bucket,
+        Key=key,
+        UploadId=upload["UploadId"],
+        MultipartUpload={
+            "Parts": [{"PartNumber": 1, "ETag": part["ETag"], "ChecksumCRC32": part["ChecksumCRC32"]}]
+        },
+    )
+    etag = done["ETag"].strip('"')
+    assert etag.endswith("-1")
+    with psycopg2.connect(str(store["dsn"])) as conn, conn.cursor() as cur:
+        cur.execute("UPDATE ldos SET etag = %s WHERE ldo_id = %s", (etag, victim))
+
+    asked: dict[str, object] = {}
+    made: list[object] = []
+    real_client = snapshot_module.s3_client
+
+    def spying_client(**kwargs: object) -> object:
+        client = real_client(**kwargs)  # type: ignore[arg-type]
+        made.append(client)
+        client.meta.events.register(
+            "provide-client-params.s3.GetObject",
+            lambda params, **_: asked.__setitem__(params["Key"], params.get("ChecksumMode")),
+        )
+        return client
+
+    monkeypatch.setattr(snapshot_module, "s3_client", spying_client)
+    report = build_snapshot(pg_source(store), tmp_path / "s", SPEC, OPTS)
+    assert report.rejected == 0 and report.downloaded == len(index_rows(str(store["dsn"])))
+    config = made[0].meta.config  # type: ignore[attr-defined]
+    assert (config.request_checksum_calculation, config.response_checksum_validation) == (
+        "when_required",
+        "when_required",
+    )
+    assert asked.pop(key) == "ENABLED"
+    assert set(asked.values()) == {None}  # MD5 ETags: the body's MD5 is the check
 
 
 def test_postgres_down_fails_cleanly(store: dict[str, object], tmp_path: Path) -> None:

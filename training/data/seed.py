@@ -177,7 +177,7 @@ def seed(
             indexed = {row[0]: tuple(row) for row in cur.fetchall()}
         conn.commit()
 
-        client = s3_client(max_pool_connections=workers)
+        client = s3_client(max_pool_connections=workers, md5_verified=True)
         with s3_errors(f"preparing bucket {uri.bucket}"):
             created = ensure_bucket(client, uri.bucket)
         if created:
