@@ -90,6 +90,7 @@ class RunOptions:
     training_config: str | None = None  # default: edgeops.yaml's training_config
     source: str = "dir"  # dir | pg+s3
     data_path: str | None = None  # dir: folder of LDO files (default: data.local_path)
+    cache: str | None = None  # pg+s3: the LDO object cache (default: data.cache_path)
     limit: int | None = None
     store: str | None = None  # publish: default store.bundles
     ring: str | None = None  # propose: default the first ring
@@ -248,7 +249,10 @@ def _plan_snapshot(ctx: _Context) -> _Plan:
         argv += ["--data-path", str(data)]
         inputs["ldos"] = digest_path(data)
         needs.append((data, "`edgeops data synth` or a copy of the LDO files"))
-    # pg+s3: the database is not hashed; a run directory takes its snapshot once (module docstring).
+    # pg+s3: the database is not hashed; a run directory takes its snapshot once (module docstring). The
+    # cache folder is in the argv (so in the inputs): give a run the same --cache in every phase.
+    if ctx.opts.source == "pg+s3" and ctx.opts.cache:
+        argv += ["--cache", str(Path(ctx.opts.cache).resolve())]
     if ctx.opts.limit is not None:
         argv += ["--limit", str(ctx.opts.limit)]
     return _Plan(argv, inputs, outputs=[ctx.snapshot], needs=needs)

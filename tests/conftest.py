@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -227,3 +228,96 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         info = _service_info.get(marker, f"{label}: not started")
         counts = ", ".join(f"{n} {outcome}" for (m, outcome), n in sorted(_outcomes.items()) if m == marker)
         terminalreporter.write_line(f"{info}: {counts or 'no tests used it'}")
+
+
+# --- least-privilege roles (docs/database.md) ---------------------------------------------------------
+
+_role_sets = itertools.count()
+
+
+def doc_grants() -> str:
+    text = (REPO / "docs/database.md").read_text()
+    (sql,) = re.findall(r"```sql\n(.*?)```", text, flags=re.S)
+    return sql
+
+
+def _statements(sql: str) -> list[str]:
+    body = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
+    return [s.strip() for s in body.split(";") if s.strip()]
+
+
+class Roles:
+    """The doc's roles in one test database, under names unique to this test (roles are cluster-wide)."""
+
+    def __init__(self, admin_dsn: str) -> None:
+        self.admin_dsn = admin_dsn
+        self.dbname = psycopg2.extensions.parse_dsn(admin_dsn)["dbname"]
+        self.prefix = f"t{os.getpid()}_{next(_role_sets)}_"
+        self.names = {r: self.prefix + r for r in ("owner", "snapshot", "publish", "telemetry")}
+
+    def dsn(self, role: str) -> str:
+        return psycopg2.extensions.make_dsn(self.admin_dsn, user=self.names[role])
+
+    def _admin(self, *statements: str) -> None:
+        conn = psycopg2.connect(self.admin_dsn)
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                for statement in statements:
+                    cur.execute(statement)
+        finally:
+            conn.close()
+
+    def create_owner(self) -> None:
+        """A plain login role that owns the database (and so its public schema), not a superuser."""
+        owner = self.names["owner"]
+        self._admin(f'CREATE ROLE "{owner}" LOGIN', f'ALTER DATABASE "{self.dbname}" OWNER TO "{owner}"')
+
+    def grant(self) -> None:
+        """docs/database.md's statements, with this test's role names, run by the owner."""
+        sql = doc_grants().replace('"edgeops_', f'"{self.prefix}').replace(':"dbname"', f'"{self.dbname}"')
+        sql = re.sub(r"\bedgeops_(snapshot|publish|telemetry)\b", lambda m: self.names[m.group(1)], sql)
+        # CREATE ROLE needs CREATEROLE: the admin makes the roles, the owner grants on its own tables.
+        creates = [s for s in _statements(sql) if s.upper().startswith("CREATE ROLE")]
+        grants = [s for s in _statements(sql) if not s.upper().startswith("CREATE ROLE")]
+        assert len(creates) == 3 and len(grants) == 9, sql
+        self._admin(*creates)
+        conn = psycopg2.connect(self.dsn("owner"))
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                for statement in grants:
+                    cur.execute(statement)
+        finally:
+            conn.close()
+
+    def drop(self) -> None:
+        names = list(self.names.values())
+        conn = psycopg2.connect(self.admin_dsn)
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f'ALTER DATABASE "{self.dbname}" OWNER TO CURRENT_USER')
+                for name in names:
+                    cur.execute(f'DROP OWNED BY "{name}"')
+        finally:
+            conn.close()
+        admin = psycopg2.connect(psycopg2.extensions.make_dsn(self.admin_dsn, dbname="postgres"))
+        admin.autocommit = True
+        try:
+            with admin.cursor() as cur:
+                for name in names:
+                    cur.execute(f'DROP ROLE IF EXISTS "{name}"')
+        finally:
+            admin.close()
+
+
+@pytest.fixture
+def pg_roles(pg_dsn: str) -> Iterator[Roles]:
+    """docs/database.md's roles in this test's database, its owner made a plain login role."""
+    made = Roles(pg_dsn)
+    made.create_owner()
+    try:
+        yield made
+    finally:
+        made.drop()

@@ -9,16 +9,18 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import boto3
 import numpy as np
 import psycopg2
 import pytest
 
-from tests.conftest import EDGEOPS, REPO
+from tests.conftest import EDGEOPS, REPO, Roles
 from tools.core.config import EvaluationGates
-from tools.core.errors import EdgeopsError
+from tools.core.errors import EdgeopsError, ServiceError
 from tools.core.signing import generate_keypair, load_public_key
 from tools.kits.devservices import S3Endpoint
 from training.config import load_training_config
+from training.data.seed import ensure_ldos_table
 from training.data.synth import write_dataset
 from training.evaluate import evaluate_run, load_fleet_model
 from training.export import export_run
@@ -207,23 +209,73 @@ def test_publish_verify_republish_and_card(world: dict[str, Path], tmp_path: Pat
 
 
 def test_publish_to_s3_and_register(
-    world: dict[str, Path], s3_env: S3Endpoint, s3_bucket: str, pg_dsn: str
+    world: dict[str, Path], s3_env: S3Endpoint, s3_bucket: str, pg_dsn: str, tmp_path: Path
 ) -> None:
-    evaluate_run(world["snap"], world["good"], LOOSE, None)
-    uri = f"s3://{s3_bucket}/edge-models"
-    outcome = publish_run(world["good"], uri, private_key=private_key(world), gpu_hour_usd=2.5, dsn=pg_dsn)
-    assert outcome.version == "v1.0" and outcome.uri == f"{uri}/models/v1.0/" and outcome.registered
-    from tools.artifacts.bundle import verify_bundle_uri
+    """Publish as docs/database.md's publish role, after `db migrate` by the owner; a publish interrupted
+    after the upload (registry unreachable), or after the bundle but before its signature, is finished by
+    running it again: the bundle whole, one registry row, published.json."""
+    from tools.core.schema import migrate
 
-    report = verify_bundle_uri(outcome.uri, load_public_key(world["root"] / "release.pub"))
-    assert "model.onnx" in report.files
-    with psycopg2.connect(pg_dsn) as conn, conn.cursor() as cur:
-        cur.execute("SELECT version, bundle_uri, interface, metrics->>'subset_accuracy' FROM model_versions")
-        rows = cur.fetchall()
-    assert len(rows) == 1 and rows[0][0] == "v1.0" and rows[0][1] == outcome.uri
-    assert float(rows[0][3]) > 0.5
-    again = publish_run(world["good"], uri, private_key=private_key(world), gpu_hour_usd=2.5, dsn=pg_dsn)
-    assert again.outcome == "identical" and again.version == "v1.0"
+    roles = Roles(pg_dsn)
+    roles.create_owner()
+    try:
+        conn = psycopg2.connect(roles.dsn("owner"))
+        try:
+            ensure_ldos_table(conn)
+            migrate(conn, telemetry=True)
+        finally:
+            conn.close()
+        roles.grant()
+        evaluate_run(world["snap"], world["good"], LOOSE, None)
+        run = tmp_path / "run"
+        shutil.copytree(world["good"], run)
+        uri = f"s3://{s3_bucket}/edge-models"
+        key = private_key(world)
+
+        # The registry is down: the bundle is uploaded, the error says how to finish, no published.json.
+        down = "postgresql://edgeops@127.0.0.1:9/backend"
+        with pytest.raises(ServiceError, match=r"cannot connect to PostgreSQL at 127\.0\.0\.1:9/backend"):
+            publish_run(run, uri, private_key=key, gpu_hour_usd=2.5, dsn=down)
+        assert not (run / "published.json").exists()
+        # The signature upload is lost too (a publish cut between SHA256SUMS and its .sig).
+        s3 = boto3.client("s3")
+        s3.delete_object(Bucket=s3_bucket, Key="edge-models/models/v1.0/SHA256SUMS.sig")
+
+        outcome = publish_run(run, uri, private_key=key, gpu_hour_usd=2.5, dsn=roles.dsn("publish"))
+        assert outcome.version == "v1.0" and outcome.uri == f"{uri}/models/v1.0/" and outcome.registered
+        assert outcome.outcome == "published"  # finished: the signature was added
+        from tools.artifacts.bundle import verify_bundle_uri
+
+        report = verify_bundle_uri(outcome.uri, load_public_key(world["root"] / "release.pub"))
+        assert "model.onnx" in report.files
+        assert json.loads((run / "published.json").read_text())["version"] == "v1.0"
+        with psycopg2.connect(pg_dsn) as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT version, bundle_uri, interface, metrics->>'subset_accuracy' FROM model_versions"
+            )
+            rows = cur.fetchall()
+        assert len(rows) == 1 and rows[0][0] == "v1.0" and rows[0][1] == outcome.uri
+        assert float(rows[0][3]) > 0.5
+
+        # Both done: a re-run changes nothing and still leaves published.json and the one row.
+        (run / "published.json").unlink()
+        again = publish_run(run, uri, private_key=key, gpu_hour_usd=2.5, dsn=roles.dsn("publish"))
+        assert again.outcome == "identical" and again.version == "v1.0" and again.registered
+        assert (run / "published.json").is_file()
+        with psycopg2.connect(pg_dsn) as conn, conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM model_versions")
+            assert cur.fetchone() == (1,)
+        assert [k["Key"] for k in s3.list_objects_v2(Bucket=s3_bucket)["Contents"]] == sorted(
+            f"edge-models/models/v1.0/{name}" for name in set(report.files) | {"SHA256SUMS", "SHA256SUMS.sig"}
+        )
+
+        # Without the migration, publish names it instead of creating a table.
+        with psycopg2.connect(pg_dsn) as conn, conn.cursor() as cur:
+            cur.execute("DROP TABLE model_versions")
+        with pytest.raises(ServiceError, match=r"model_versions does not exist .* `edgeops db migrate --pg"):
+            publish_run(run, uri, private_key=key, gpu_hour_usd=2.5, dsn=roles.dsn("owner"))
+    finally:
+        roles.drop()
 
 
 def test_keygen_writes_a_private_key_only_the_owner_reads(tmp_path: Path) -> None:

@@ -23,9 +23,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 import pytest
 
-from tests.conftest import EDGEOPS
+from tests.conftest import EDGEOPS, Roles
 from tests.releasekit import Keys, git, keys, make_checkout, publish, telemetry_rows
 from tools.artifacts.release import edit_release_text, load_release, make_release, parse_release
 from tools.gitops.forge import Forge, LocalForge
@@ -350,7 +351,7 @@ def _cli(work: Path, *args: str, env: dict[str, str] | None = None) -> subproces
     )
 
 
-def test_the_cli_drives_the_same_flow(tmp_path: Path, git_remote: Path, pg_dsn: str) -> None:
+def test_the_cli_drives_the_same_flow(tmp_path: Path, git_remote: Path, pg_dsn: str, pg_roles: Roles) -> None:
     k = keys()
     store = f"file://{tmp_path / 'store'}"
     work = make_checkout(tmp_path, git_remote, k, store=store)
@@ -388,16 +389,27 @@ def test_the_cli_drives_the_same_flow(tmp_path: Path, git_remote: Path, pg_dsn: 
     assert rings["pilot"]["soak"]["done"] is False and rings["pilot"]["prs"] == []
 
     no_tables = _cli(work, "promote", "--from", "pilot", "--dry-run", "--pg", pg_dsn)
-    assert no_tables.returncode == 1 and "TELEMETRY_DDL in tools/gitops/telemetry.py" in no_tables.stderr
-    from tools.core.pg import connect
-    from tools.gitops.telemetry import ensure_schema
+    assert no_tables.returncode == 1 and "TELEMETRY_DDL in tools/core/schema.py" in no_tables.stderr
+    from training.data.seed import ensure_ldos_table
 
-    conn = connect(pg_dsn)
-    with conn:
-        ensure_schema(conn)
-    conn.close()
-    refused = _cli(work, "promote", "--from", "pilot", "--dry-run", "--pg", pg_dsn)
+    # The owner migrates (the telemetry tables too: no backend here); promote, guard and status then read
+    # as docs/database.md's telemetry role, which may SELECT two tables and nothing else.
+    migrated = _cli(work, "db", "migrate", "--telemetry", "--pg", pg_roles.dsn("owner"))
+    assert migrated.returncode == 0 and "applied 2 migration(s)" in migrated.stderr, migrated.stderr
+    conn = psycopg2.connect(pg_roles.dsn("owner"))
+    try:
+        ensure_ldos_table(conn)  # the backend's, granted to the snapshot role
+    finally:
+        conn.close()
+    pg_roles.grant()
+    reader = pg_roles.dsn("telemetry")
+    refused = _cli(work, "promote", "--from", "pilot", "--dry-run", "--pg", reader)
     assert refused.returncode == 1, refused.stderr
     assert "promote v1.0 pilot → fleet: REFUSED" in refused.stdout
     assert "FAIL  soak_hours" in refused.stdout and "FAIL  reporting_fraction" in refused.stdout
     assert git(work, "ls-remote", "--heads", "origin", "promote/*") == ""  # a dry run pushes nothing
+    guarded = _cli(work, "guard", "--ring", "pilot", "--dry-run", "--pg", reader)
+    assert "permission denied" not in guarded.stderr and "Traceback" not in guarded.stderr
+    assert guarded.returncode == 0, guarded.stdout + guarded.stderr
+    status = _cli(work, "status", "--json", "--pg", reader)
+    assert status.returncode == 0, status.stderr

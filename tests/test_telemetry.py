@@ -294,7 +294,7 @@ def test_missing_tables_are_a_service_error_that_points_at_the_ddl(conn: Any, pg
         read(conn)
     message = str(err.value)
     assert "predictions, edge_devices" in message
-    assert "TELEMETRY_DDL in tools/gitops/telemetry.py" in message
+    assert "TELEMETRY_DDL in tools/core/schema.py" in message
     assert pg_dsn not in message
     assert "dbname" not in message and "edgeops_test_" not in message
 

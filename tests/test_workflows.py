@@ -123,9 +123,21 @@ def test_id_token_only_where_aws_credentials_are_configured_or_provenance_is_sig
         for job_id, job in workflow(name)["jobs"].items():
             needs_oidc = any(uses(s) in oidc for s in steps(job))
             assert (job["permissions"].get("id-token") == "write") == needs_oidc, f"{name}.{job_id}"
-    (aws,) = [s for s in steps(workflow("train")["jobs"]["train"]) if "aws-actions" in uses(s)]
-    assert aws["with"]["role-to-assume"] == "${{ vars.EDGEOPS_AWS_ROLE_ARN }}"
-    assert not any(k in aws["with"] for k in ("aws-access-key-id", "aws-secret-access-key"))
+    train = steps(workflow("train")["jobs"]["train"])
+    obtained = [s for s in train if "aws-actions" in uses(s)]
+    assert [s["id"] for s in obtained] == ["aws-snapshot", "aws-evaluate", "aws-publish"]
+    for aws in obtained:
+        assert aws["with"]["role-to-assume"] == "${{ vars.EDGEOPS_AWS_ROLE_ARN }}"
+        assert not any(k in aws["with"] for k in ("aws-access-key-id", "aws-secret-access-key"))
+        # Step outputs handed to one step, never exported to the job's environment.
+        assert aws["with"]["output-credentials"] is True and aws["with"]["output-env-credentials"] is False
+    # Each set reaches exactly the step right after it (an OIDC session lasts an hour; training, longer).
+    names = [s.get("name") for s in train]
+    for aws, user in (("aws-snapshot", "Snapshot"), ("aws-evaluate", "Evaluate and export"),
+                      ("aws-publish", "Publish")):  # fmt: skip
+        holders = [s.get("name") for s in train if f"steps.{aws}.outputs" in json.dumps(s.get("env") or {})]
+        assert holders == [user]
+        assert names.index(user) == names.index(f"AWS credentials ({aws.split('-')[1]})") + 1
 
 
 def test_no_pull_request_target_anywhere() -> None:
@@ -296,19 +308,24 @@ def test_training_runs_on_the_gpu_runner_one_at_a_time() -> None:
     assert set(job["runs-on"]) - GITHUB_LABELS <= set(declared)
 
 
-def test_training_runs_the_pipeline_then_proposes_with_a_summary_and_artifacts() -> None:
+def test_training_runs_the_pipeline_in_phases_then_proposes_with_a_summary_and_artifacts() -> None:
     job = workflow("train")["jobs"]["train"]
     assert "(inputs.engine || 'local') == 'local'" in job["if"]  # schedules have no inputs
+    for key in ("CONFIG", "SAMPLES", "EPOCHS"):
+        assert "inputs." in job["env"][key]
     by_name = {s.get("name"): s for s in steps(job)}
-    pipeline = by_name["Training pipeline"]
-    assert ".venv/bin/edgeops pipeline run" in pipeline["run"]
-    assert 'args=(--run-dir "$RUN_DIR" --config "$CONFIG" --source pg+s3 --stream)' in pipeline["run"]
-    assert '--limit "$SAMPLES"' in pipeline["run"] and '--set "epochs=$EPOCHS"' in pipeline["run"]
-    assert "--until export" in pipeline["run"] and "--skip-propose" in pipeline["run"]
-    assert pipeline["env"]["EDGEOPS_SIGNING_KEY"] == "${{ secrets.EDGEOPS_SIGNING_KEY }}"
-    assert pipeline["env"]["EDGEOPS_PG_DSN"] == "${{ secrets.EDGEOPS_PG_DSN }}"
-    for key in ("CONFIG", "SAMPLES", "EPOCHS", "DRY_RUN"):
-        assert "inputs." in pipeline["env"][key]
+    phases = {name: by_name[name]["run"] for name in ("Snapshot", "Train", "Evaluate and export", "Publish")}
+    assert phases == {
+        "Snapshot": ".github/scripts/train-phase.sh snapshot",
+        "Train": ".github/scripts/train-phase.sh train",
+        "Evaluate and export": ".github/scripts/train-phase.sh export",
+        "Publish": ".github/scripts/train-phase.sh publish",
+    }
+    assert "inputs.dry_run != true" in by_name["Publish"]["if"]
+    # The run folder and the LDO cache live outside the checkout, the run folder keyed by the run id only.
+    state = by_name["Run folder and LDO cache (kept by the runner)"]["run"]
+    assert 'RUN_DIR=$state/runs/$GITHUB_RUN_ID" >> "$GITHUB_ENV"' in state
+    assert 'LDO_CACHE=$state/ldo-cache" >> "$GITHUB_ENV"' in state and "run_attempt" not in state
     propose = by_name["Release PR (pilot)"]
     assert "edgeops propose --ring pilot --bundle" in propose["run"]
     assert '"$RUN_DIR/run/published.json"' in propose["run"]
@@ -321,7 +338,41 @@ def test_training_runs_the_pipeline_then_proposes_with_a_summary_and_artifacts()
     assert upload["if"] == "always()"
     assert "${{ env.RUN_DIR }}" in upload["with"]["path"]
     order = [s.get("name") for s in steps(job)]
-    assert order.index("Training pipeline") < order.index("GitHub App token (release PR)")
+    assert order.index("Publish") < order.index("GitHub App token (release PR)")
+
+
+# What runs training code (hours of it, on a self-hosted runner) and what it may hold: nothing that signs,
+# pushes or writes the registry.
+_TRAINING = re.compile(r"train-phase\.sh (train|export)\b|edgeops (train|evaluate|export)\b|pipeline run\b")
+_WRITE_SECRETS = ("EDGEOPS_SIGNING_KEY", "EDGEOPS_APP_PRIVATE_KEY", "EDGEOPS_PG_DSN_PUBLISH", "ARGO_TOKEN")
+
+
+@pytest.mark.parametrize("name", WORKFLOW_NAMES)
+def test_no_step_that_trains_evaluates_or_exports_holds_a_key_or_a_write_dsn(name: str) -> None:
+    for job_id, job in workflow(name)["jobs"].items():
+        job_env = json.dumps(job.get("env") or {})
+        assert "secrets." not in job_env, (
+            f"{name}.{job_id}: a secret in the job's environment reaches every step"
+        )
+        for step in steps(job):
+            run = str(step.get("run", ""))
+            if (
+                not _TRAINING.search(run)
+                or "train-phase.sh snapshot" in run
+                or "train-phase.sh publish" in run
+            ):
+                continue
+            env = json.dumps(step.get("env") or {})
+            assert "secrets." not in env, f"{name}.{job_id}: {step.get('name')} holds {env}"
+            assert not any(secret in env for secret in _WRITE_SECRETS), f"{name}.{job_id}: {step.get('name')}"
+    # The DSNs by role (docs/database.md): the snapshot reads, publish writes the registry, the daily jobs
+    # read telemetry.
+    train = {s.get("name"): s for s in steps(workflow("train")["jobs"]["train"])}
+    assert train["Snapshot"]["env"]["EDGEOPS_PG_DSN"] == "${{ secrets.EDGEOPS_PG_DSN_SNAPSHOT }}"
+    assert train["Publish"]["env"]["EDGEOPS_PG_DSN"] == "${{ secrets.EDGEOPS_PG_DSN_PUBLISH }}"
+    assert train["Publish"]["env"]["EDGEOPS_SIGNING_KEY"] == "${{ secrets.EDGEOPS_SIGNING_KEY }}"
+    assert "EDGEOPS_SIGNING_KEY" not in train["Snapshot"]["env"]
+    assert "env" not in train["Train"]
 
 
 def test_the_argo_engine_submits_from_a_cpu_runner_without_aws_or_gpu() -> None:
@@ -347,7 +398,9 @@ def test_promote_workflow_promotes_pilot_and_guards_both_rings() -> None:
     assert "edgeops guard" in run_text(jobs["guard"])
     for job in jobs.values():
         (step,) = [s for s in steps(job) if "EDGEOPS_PG_DSN" in (s.get("env") or {})]
-        assert step["env"]["EDGEOPS_PG_DSN"] == "${{ secrets.EDGEOPS_PG_DSN }}"
+        assert step["env"]["EDGEOPS_PG_DSN"] == "${{ secrets.EDGEOPS_PG_DSN_TELEMETRY }}"
+        # Inside the plant's network: the database need not accept connections from the internet.
+        assert job["runs-on"] == ["self-hosted", "linux", "x64", "edgeops-db"]
         (checkout,) = [s for s in steps(job) if uses(s) == "actions/checkout"]
         assert checkout["with"]["fetch-depth"] == 0  # the soak clock and the ring history come from git
 
@@ -536,21 +589,37 @@ def test_with_app_token_gives_git_the_token_through_the_environment_only(tmp_pat
     assert missing.returncode != 0 and "GITHUB_TOKEN" in missing.stderr
 
 
-def training_pipeline_argv(tmp_path: Path, **env: str) -> list[str]:
-    """The argv the train job's "Training pipeline" step gives `edgeops` (bash; a stub edgeops prints it)."""
-    by_name = {s.get("name"): s for s in steps(workflow("train")["jobs"]["train"])}
+def training_pipeline_argv(tmp_path: Path, phase: str = "train", **env: str) -> list[str]:
+    """The argv .github/scripts/train-phase.sh gives `edgeops` in a phase (bash; a stub edgeops prints it)."""
     stub = tmp_path / ".venv" / "bin" / "edgeops"
     stub.parent.mkdir(parents=True)
     stub.write_text(f"#!{sys.executable}\nimport json, sys\nprint(json.dumps(sys.argv[1:]))\n")
     stub.chmod(0o755)
-    inputs = {"RUN_DIR": "R", "CONFIG": "training/configs/default.yaml", "SAMPLES": "", "EPOCHS": "",
-              "DRY_RUN": "false", **env}  # fmt: skip
-    result = subprocess.run(["bash", "-eo", "pipefail", "-c", by_name["Training pipeline"]["run"]],
+    inputs = {"RUN_DIR": str(tmp_path / "R"), "LDO_CACHE": "C", "CONFIG": "training/configs/default.yaml",
+              "SAMPLES": "", "EPOCHS": "", **env}  # fmt: skip
+    result = subprocess.run([str(GITHUB / "scripts" / "train-phase.sh"), phase],
                             cwd=tmp_path, env={"PATH": os.environ["PATH"], **inputs},
                             capture_output=True, text=True, check=False)  # fmt: skip
     assert result.returncode == 0, result.stderr
     argv: list[str] = json.loads(result.stdout)
     return argv
+
+
+def test_every_phase_runs_the_same_pipeline_up_to_itself(tmp_path: Path) -> None:
+    """The phases differ only in --until, so each resumes the same run (the state file skips what is done)."""
+    phases = ("snapshot", "train", "export", "publish")
+    argvs = {p: training_pipeline_argv(tmp_path / p, p, SAMPLES="500") for p in phases}
+    for phase, argv in argvs.items():
+        assert argv[-2:] == ["--until", phase]
+        assert argv[:-2] == [
+            "pipeline", "run", "--run-dir", str(tmp_path / phase / "R"), "--config",
+            "training/configs/default.yaml", "--source", "pg+s3", "--cache", "C", "--stream",
+            "--limit", "500",
+        ]  # fmt: skip
+        assert build_parser().parse_args(argv).cache == "C"
+    bad = subprocess.run([str(GITHUB / "scripts" / "train-phase.sh"), "propose"], capture_output=True,
+                         text=True, check=False)  # fmt: skip
+    assert bad.returncode == 2 and "unknown phase propose" in bad.stderr
 
 
 def test_the_epochs_input_reaches_training_as_a_checked_override(tmp_path: Path) -> None:

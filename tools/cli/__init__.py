@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from tools.cli import (
     config,
     data,
+    db,
     image,
     inference,
     keys,
@@ -40,7 +41,20 @@ __all__ = ["build_parser", "main"]
 log = logging.getLogger("edgeops")
 
 # In the order `edgeops --help` lists them: the training side, then delivery, then the kits.
-COMMAND_GROUPS = (data, model, keys, validate, updater, inference, kits, config, promotion, image, pipeline)
+COMMAND_GROUPS = (
+    data,
+    model,
+    db,
+    keys,
+    validate,
+    updater,
+    inference,
+    kits,
+    config,
+    promotion,
+    image,
+    pipeline,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

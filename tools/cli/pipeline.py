@@ -19,7 +19,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_pipeline(
         RunOptions(
             run_dir=Path(args.run_dir), config=args.config, training_config=args.training_config,
-            overrides=tuple(args.overrides), source=args.source, data_path=args.data_path, limit=args.limit,
+            overrides=tuple(args.overrides), source=args.source, data_path=args.data_path, cache=args.cache,
+            limit=args.limit,
             store=args.store, ring=args.ring, nproc=args.nproc, until=args.until, only=args.only,
             force=tuple(args.force), skip_propose=args.skip_propose, echo=args.stream, log_json=args.log_json,
         )
@@ -79,6 +80,12 @@ def register(sub: Any) -> None:
     )
     prun.add_argument(
         "--data-path", metavar="DIR", help="dir: folder of LDO files (default: data.local_path)"
+    )
+    prun.add_argument(
+        "--cache",
+        metavar="DIR",
+        help="pg+s3: the LDO object cache (default: data.cache_path); keep it across runs, outside the "
+        "checkout, so that a month downloads only what is new",
     )
     prun.add_argument(
         "--limit", type=positive_int, help="newest N validated LDOs (default: data.snapshot_limit)"

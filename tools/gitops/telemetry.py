@@ -5,7 +5,8 @@ before it copies a release to the next ring; ``edgeops guard`` checks a ring alr
 opens a rollback PR when it breaches them. Both read the same numbers with :func:`read_ring_telemetry`
 and judge them with :func:`check_gates`.
 
-The runtime backend owns two tables (:data:`TELEMETRY_DDL` creates them for tests and the demo;
+The runtime backend owns two tables (:data:`TELEMETRY_DDL` of tools/core/schema.py, applied by
+``edgeops db migrate --telemetry``, creates them where it does not, and for the tests and the demo;
 production has the backend's own):
 
 ``edge_devices`` -- the device registry, one row per node::
@@ -74,6 +75,7 @@ import psycopg2.extras
 from tools.artifacts.release import in_wave
 from tools.core.config import TelemetryGates
 from tools.core.errors import ServiceError
+from tools.core.schema import TELEMETRY_DDL
 
 __all__ = [
     "TELEMETRY_DDL",
@@ -95,27 +97,6 @@ __all__ = [
 
 Connection = psycopg2.extensions.connection
 
-TELEMETRY_DDL = """\
-CREATE TABLE IF NOT EXISTS edge_devices (
-    device_id      text PRIMARY KEY,
-    ring           text NOT NULL,
-    registered_at  timestamptz NOT NULL DEFAULT now()
-);
-CREATE INDEX IF NOT EXISTS edge_devices_ring_idx ON edge_devices (ring);
-
-CREATE TABLE IF NOT EXISTS predictions (
-    id               bigserial PRIMARY KEY,
-    device_id        text NOT NULL,
-    model_version    text NOT NULL,
-    predicted_at     timestamptz NOT NULL,
-    latency_ms       real,
-    predicted        text[] NOT NULL,
-    validated_label  text[] NULL,
-    error            text NULL
-);
-CREATE INDEX IF NOT EXISTS predictions_version_time_idx ON predictions (model_version, predicted_at);
-CREATE INDEX IF NOT EXISTS predictions_device_time_idx ON predictions (device_id, predicted_at);
-"""
 
 _TABLES = ("predictions", "edge_devices")
 
@@ -338,8 +319,8 @@ def ring_devices(conn: Connection, ring: str) -> list[str]:
     except psycopg2.errors.UndefinedTable:
         raise ServiceError(
             "the runtime backend's device registry edge_devices is missing from this database (its schema "
-            "is TELEMETRY_DDL in tools/gitops/telemetry.py). Point --pg / EDGEOPS_PG_DSN at the backend's "
-            "database."
+            "is TELEMETRY_DDL in tools/core/schema.py; `edgeops db migrate --telemetry` creates it where the "
+            "backend does not). Point --pg / EDGEOPS_PG_DSN at the backend's database."
         ) from None
     except psycopg2.Error as exc:
         raise ServiceError(f"reading the device registry from PostgreSQL failed: {_pg_reason(exc)}") from None
@@ -365,8 +346,8 @@ def read_ring_telemetry(
                 raise ServiceError(
                     "the runtime backend's telemetry tables are missing from this database: "
                     f"{', '.join(missing)} (expected predictions and edge_devices; their schema is "
-                    "TELEMETRY_DDL in tools/gitops/telemetry.py). Point --pg / EDGEOPS_PG_DSN at the "
-                    "backend's database."
+                    "TELEMETRY_DDL in tools/core/schema.py; `edgeops db migrate --telemetry` creates them "
+                    "where the backend does not). Point --pg / EDGEOPS_PG_DSN at the backend's database."
                 )
             params = {
                 "ring": ring, "version": version, "since": since, "until": until,
@@ -381,7 +362,7 @@ def read_ring_telemetry(
     ) as exc:
         raise ServiceError(
             "the runtime backend's predictions/edge_devices tables do not have the columns telemetry "
-            f"needs (see TELEMETRY_DDL in tools/gitops/telemetry.py): {_pg_reason(exc)}"
+            f"needs (see TELEMETRY_DDL in tools/core/schema.py): {_pg_reason(exc)}"
         ) from None
     except psycopg2.Error as exc:
         raise ServiceError(f"reading telemetry from PostgreSQL failed: {_pg_reason(exc)}") from None
