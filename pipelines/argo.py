@@ -12,7 +12,7 @@ What the cluster provides (docs/pipeline.md):
 - a default artifact repository (S3 or MinIO) in the namespace: the run-directory artifacts are
   *key-only* (``s3.key`` only), so bucket, endpoint and credentials come from the repository's
   configuration, not from this template;
-- the Secret ``edgeops-pipeline`` with the keys named in :data:`SECRET_KEYS` (PostgreSQL DSN, S3
+- the Secret ``edgeops-pipeline`` with the keys named in :data:`SECRET_KEYS` (a PostgreSQL DSN per role, S3
   credentials for the LDO and model stores, the release-signing key, the forge token);
 - the ServiceAccount ``edgeops-pipeline`` (what Argo's executor needs: create/patch workflowtaskresults);
 - GPU nodes labelled ``nvidia.com/gpu.present=true`` (NVIDIA GPU feature discovery sets it) with the
@@ -83,9 +83,15 @@ _S3_ENV = {
     "AWS_DEFAULT_REGION": ("aws-region", True),
 }
 SECRET_KEYS: dict[str, dict[str, tuple[str, bool]]] = {
-    "snapshot": {"EDGEOPS_PG_DSN": ("pg-dsn", True), **_S3_ENV},
+    # One DSN per least-privilege role (docs/database.md): the snapshot reads `ldos`, publish writes
+    # `model_versions`; train and export see no secret at all.
+    "snapshot": {"EDGEOPS_PG_DSN": ("pg-dsn-snapshot", True), **_S3_ENV},
     "evaluate": dict(_S3_ENV),  # the fleet model's bundle is read from the model store
-    "publish": {"EDGEOPS_PG_DSN": ("pg-dsn", True), **_S3_ENV, "EDGEOPS_SIGNING_KEY": ("signing-key", False)},
+    "publish": {
+        "EDGEOPS_PG_DSN": ("pg-dsn-publish", True),
+        **_S3_ENV,
+        "EDGEOPS_SIGNING_KEY": ("signing-key", False),
+    },
     "propose": {
         **_S3_ENV,
         "EDGEOPS_SIGNING_KEY": ("signing-key", False),
