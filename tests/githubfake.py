@@ -36,6 +36,19 @@ Git is real: branches are what was pushed to the bare repository, head/base shas
 rev-parse`` there, and a merge happens in a temporary clone and is pushed back, message "Merge pull request
 #N from owner/branch" and the PR's title, committed by "GitHub" as GitHub's merge button does.
 
+**A GitHub App** (``enable_app()``): the App's RS256 JWTs (``iss`` = its ID, at most 10 minutes long, checked
+against the App's public key) authenticate
+
+    GET    /repos/{o}/{r}/installation               the App's installation on the repository
+    POST   /app/installations/{id}/access_tokens     201 {token, expires_at}: an installation token
+
+and an installation token is good for one hour **of the fake's clock** (``now``; ``advance(hours=...)``
+moves it, as a long run would), then 401 "Bad credentials", as GitHub answers an expired token.
+
+**Git over HTTP**: ``{base}/{o}/{r}.git`` is the bare repository served by ``git http-backend`` (smart
+HTTP, fetch and push), HTTP Basic ``x-access-token:<token>`` required (401 with ``WWW-Authenticate``
+otherwise, as github.com), with the same tokens as the API. ``git_url`` is that URL.
+
 Not implemented: forks (head must be a branch of the same repository), issues that are not pull requests,
 merge methods other than ``merge``, reviews, drafts' rules, GraphQL. For assertions: ``log`` (every request:
 method, path, query, status, error message), ``pulls``, ``comments``, ``errors`` (exceptions in the fake).
@@ -43,6 +56,8 @@ method, path, query, status, error message), ``pulls``, ``comments``, ``errors``
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 import math
 import os
@@ -55,7 +70,7 @@ import traceback
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -168,6 +183,25 @@ class _Handler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
+        fake = self.server.fake
+        if self.path.startswith(f"/{fake.owner}/{fake.name}.git/"):
+            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                raw = self._read_chunked()
+            status, git_headers, data = fake.handle_git(
+                self.command,
+                self.path,
+                self.headers.get("Authorization"),
+                raw,
+                self.headers.get("Content-Type"),
+            )
+            self.send_response(status)
+            for name, value in git_headers:
+                if name.lower() != "content-length":
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
         status, payload, headers = self.server.fake.handle(
             self.command, self.path, self.headers.get("Authorization"), raw
         )
@@ -181,6 +215,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if status != 204:
             self.wfile.write(data)
+
+    def _read_chunked(self) -> bytes:
+        chunks = []
+        while True:
+            size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                self.rfile.readline()
+                return b"".join(chunks)
+            chunks.append(self.rfile.read(size))
+            self.rfile.readline()
 
     do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _serve
 
@@ -222,6 +266,11 @@ class FakeGitHub:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self.base_url = ""
+        self.clock_offset = timedelta(0)  # the fake's clock: real time plus this (advance())
+        self.app_id: str | None = None
+        self.app_private_key_pem: str | None = None
+        self.installation_id = 31415926
+        self.minted: dict[str, datetime] = {}  # installation token -> expires_at (fake clock)
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
@@ -254,6 +303,30 @@ class FakeGitHub:
         self.stop()
 
     # --- helpers for tests -----------------------------------------------------------------------------
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self.clock_offset
+
+    def advance(self, *, hours: float) -> None:
+        """Move the fake's clock forward: tokens minted earlier may expire."""
+        self.clock_offset += timedelta(hours=hours)
+
+    def enable_app(self, app_id: str = "1048576") -> str:
+        """Make this repository's GitHub App; returns its private key (PEM), as GitHub lets you download."""
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.app_id = app_id
+        self.app_private_key_pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
+        self._app_public_key = key.public_key()
+        return self.app_private_key_pem
+
+    @property
+    def git_url(self) -> str:
+        return f"{self.base_url}/{self.owner}/{self.name}.git"
 
     def calls(self, method: str | None = None, path: str | None = None) -> list[LoggedRequest]:
         """Logged requests with this method and whose path matches this regular expression (fully)."""
@@ -548,7 +621,10 @@ class FakeGitHub:
         query = dict(urllib.parse.parse_qsl(split.query))
         try:
             try:
-                self._authenticate(authorization)
+                app_only = (method == "POST" and path.startswith("/app/")) or (
+                    method == "GET" and path.lower().endswith("/installation")
+                )
+                self._authenticate(authorization, as_app=app_only)
                 if self.on_request is not None:
                     self.on_request(method, path)
                 body = json.loads(raw) if raw.strip() else None
@@ -556,7 +632,9 @@ class FakeGitHub:
                 raise _HttpError(400, "Problems parsing JSON") from None
             with self._lock:
                 self._branch_cache = None
-                answer = self._route(method, path, query, body)
+                answer = (self._app_route(method, path) if app_only else None) or self._route(
+                    method, path, query, body
+                )
         except _HttpError as exc:
             answer = (exc.status, exc.body(), {})
         except Exception as exc:  # noqa: BLE001 (a bug in the fake: answer 500 and keep it for the test)
@@ -570,12 +648,119 @@ class FakeGitHub:
         self.log.append(LoggedRequest(method, path, query, status, message))
         return answer
 
-    def _authenticate(self, authorization: str | None) -> None:
+    def _authenticate(self, authorization: str | None, *, as_app: bool = False) -> None:
         if not authorization:
             raise _HttpError(401, "Requires authentication")
         scheme, _, credential = authorization.partition(" ")
-        if scheme.lower() not in ("token", "bearer") or not secrets.compare_digest(credential, self.token):
+        if as_app:  # the App's own endpoints take its JWT, nothing else
+            self._check_jwt(scheme, credential)
+            return
+        if scheme.lower() not in ("token", "bearer") or not self._token_ok(credential):
             raise _HttpError(401, "Bad credentials")
+
+    def _token_ok(self, credential: str) -> bool:
+        if secrets.compare_digest(credential, self.token):
+            return True
+        expires = self.minted.get(credential)
+        return expires is not None and self.now() < expires
+
+    def _check_jwt(self, scheme: str, credential: str) -> None:
+        import jwt
+
+        if self.app_id is None or scheme.lower() != "bearer":
+            raise _HttpError(401, "A JSON web token could not be decoded")
+        try:
+            claims = jwt.decode(credential, self._app_public_key, algorithms=["RS256"],
+                                options={"verify_exp": False, "verify_iat": False})  # fmt: skip
+        except jwt.PyJWTError:
+            raise _HttpError(401, "A JSON web token could not be decoded") from None
+        # Against the minting process's clock, which is real time: the fake's clock (advance()) models the
+        # hours a run has been going since earlier tokens were minted, not a skewed clock.
+        now = datetime.now(UTC).timestamp()
+        if str(claims.get("iss")) != self.app_id:
+            raise _HttpError(401, "'Issuer' claim ('iss') must be an Integer")
+        if not claims.get("iat") or claims["iat"] > now + 60 or not claims.get("exp") or claims["exp"] < now:
+            raise _HttpError(401, "'Expiration time' claim ('exp') must be a numeric value representing the "
+                                  "future time at which the assertion expires")  # fmt: skip
+        if claims["exp"] - claims["iat"] > 11 * 60:
+            raise _HttpError(401, "'Expiration time' claim ('exp') is too far in the future")
+
+    def _app_route(self, method: str, path: str) -> Answer | None:
+        """The App's endpoints (JWT), or None when ``path`` is not one of them."""
+        if method == "GET" and path.lower() == f"/repos/{self.owner}/{self.name}/installation".lower():
+            return 200, self._installation_json(), {}
+        match = re.fullmatch(r"/app/installations/(\d+)/access_tokens", path)
+        if method == "POST" and match:
+            if int(match[1]) != self.installation_id:
+                raise _not_found()
+            token = f"ghs_inst{secrets.token_hex(16)}"
+            expires = self.now().replace(microsecond=0) + timedelta(hours=1)
+            self.minted[token] = expires
+            permissions = {
+                "contents": "write",
+                "pull_requests": "write",
+                "issues": "write",
+                "metadata": "read",
+            }
+            return 201, {"token": token, "expires_at": expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                         "permissions": permissions, "repository_selection": "selected"}, {}  # fmt: skip
+        return None
+
+    def _installation_json(self) -> dict[str, Any]:
+        return {
+            "id": self.installation_id,
+            "app_id": int(self.app_id or 0),
+            "app_slug": "edgeops-release",
+            "target_type": "Organization",
+            "account": self._user_json(self.owner, "Organization"),
+            "permissions": {"contents": "write", "pull_requests": "write", "issues": "write"},
+            "repository_selection": "selected",
+            "access_tokens_url": f"{self.base_url}/app/installations/{self.installation_id}/access_tokens",
+            "repositories_url": f"{self.base_url}/installation/repositories",
+            "html_url": f"{self.base_url}/organizations/{self.owner}/settings/installations/1",
+            "events": [],
+            "created_at": "2026-01-01T00:00:00Z",
+            "updated_at": "2026-01-01T00:00:00Z",
+        }
+
+    def handle_git(self, method: str, target: str, authorization: str | None, raw: bytes,
+                   content_type: str | None) -> tuple[int, list[tuple[str, str]], bytes]:  # fmt: skip
+        """Git's smart HTTP for ``/{o}/{r}.git/...``: ``git http-backend`` behind the token check."""
+        split = urllib.parse.urlsplit(target)
+        prefix = f"/{self.owner}/{self.name}.git"
+        rest = split.path[len(prefix) :]
+        scheme, _, credential = (authorization or "").partition(" ")
+        token = ""
+        if scheme.lower() == "basic":
+            with contextlib.suppress(ValueError):
+                _user, _, token = base64.b64decode(credential).decode().partition(":")
+        if not token or not self._token_ok(token):
+            self.log.append(LoggedRequest(method, split.path, {}, 401, "git: Invalid username or token"))
+            return 401, [("WWW-Authenticate", 'Basic realm="GitHub"')], b"Invalid username or token.\n"
+        env = dict(os.environ, GIT_PROJECT_ROOT=str(self.git_dir.parent), GIT_HTTP_EXPORT_ALL="1",
+                   PATH_INFO=f"/{self.git_dir.name}{rest}", REQUEST_METHOD=method,
+                   QUERY_STRING=split.query, CONTENT_TYPE=content_type or "", REMOTE_USER="x-access-token",
+                   REMOTE_ADDR="127.0.0.1", CONTENT_LENGTH=str(len(raw)), GIT_CONFIG_GLOBAL=os.devnull,
+                   GIT_CONFIG_NOSYSTEM="1")  # fmt: skip
+        with self._lock:  # one writer at a time, as the API's merges
+            out = subprocess.run(
+                ["git", "http-backend"], input=raw, env=env, capture_output=True, check=False
+            )
+            self._branch_cache = None
+        head, _, body = out.stdout.partition(b"\r\n\r\n")
+        if not _:
+            head, _, body = out.stdout.partition(b"\n\n")
+        status, headers = 200, []
+        for line in head.decode("latin-1").splitlines():
+            name, _, value = line.partition(":")
+            if name.lower() == "status":
+                status = int(value.strip().split()[0])
+            elif name:
+                headers.append((name.strip(), value.strip()))
+        self.log.append(
+            LoggedRequest(method, split.path, dict(urllib.parse.parse_qsl(split.query)), status, None)
+        )
+        return status, headers, body
 
     def _route(self, method: str, path: str, query: dict[str, str], body: Json) -> Answer:
         match = re.fullmatch(r"/repos/([^/]+)/([^/]+)(/.*)?", path)

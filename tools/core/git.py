@@ -53,7 +53,18 @@ def _run(
 def _failure(args: Sequence[str], cwd: Path | None, stderr: str, stdout: str) -> GitError:
     detail = (stderr or stdout).strip().splitlines()
     where = cwd if cwd is not None else Path.cwd()
-    return GitError(f"git {' '.join(args)} failed in {where}: {' | '.join(detail[-3:])}")
+    text = f"git {' '.join(args)} failed in {where}: {' | '.join(detail[-3:])}"
+    if any(sign in (stderr or "") for sign in _NO_CREDENTIALS):
+        # What git says when the server answered 401 and it had nothing (else) to offer.
+        text += (
+            ". The remote refused git's credentials: none were given, or the token expired (GitHub App "
+            "installation tokens live one hour) or lacks contents: write. With EDGEOPS_GITHUB_APP_ID and "
+            "the App's private key set, edgeops mints a fresh one when it pushes"
+        )
+    return GitError(text)
+
+
+_NO_CREDENTIALS = ("could not read Username", "Authentication failed", "terminal prompts disabled")
 
 
 @overload

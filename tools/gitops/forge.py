@@ -68,6 +68,10 @@ class Forge(Protocol):
     def close_pr(self, number: int, *, comment: str | None = None) -> PullRequest: ...
     def merge_pr(self, number: int) -> PullRequest: ...
 
+    def git_env(self, remote_url: str) -> dict[str, str]:
+        """Environment for a git process that fetches from or pushes to ``remote_url`` (credentials)."""
+        ...
+
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
@@ -173,6 +177,9 @@ class LocalForge:
             pr.state = "closed"
             self._save(pr)
             return pr
+
+    def git_env(self, remote_url: str) -> dict[str, str]:
+        return {}  # a bare repository on this machine: no credentials
 
     def merge_pr(self, number: int) -> PullRequest:
         """Merge with a merge commit (``git merge --no-ff``) into the base branch and push it."""

@@ -10,6 +10,14 @@ PR's checks would never run). The App needs the repository permissions pull requ
 write and issues: write. The token is handed to PyGithub and never appears in a message or a log line:
 every error message built here is scrubbed of it.
 
+Or the App itself: with ``EDGEOPS_GITHUB_APP_ID`` (the App's ID or Client ID) and its private key in
+``EDGEOPS_GITHUB_APP_PRIVATE_KEY`` (PEM text) or ``EDGEOPS_GITHUB_APP_PRIVATE_KEY_FILE``, and no
+``GITHUB_TOKEN``, the forge mints the repository's installation token itself (a JWT signed with the key,
+then ``POST /app/installations/{id}/access_tokens``) and mints a new one whenever the last is about to
+expire (they live one hour). That is for long runs such as the Argo DAG, where a token stored at the start
+would be dead by the time the release PR is pushed. ``git_env`` hands the current token to one git process
+as an HTTP header in its environment (``GIT_CONFIG_COUNT``), never through a file.
+
 ``GITHUB_API_URL`` (set by GitHub Actions; GitHub Enterprise Server's ``https://HOST/api/v3``) selects the
 API in ``from_env``; the default is ``https://api.github.com``. The tests run this module unmodified
 against ``tests/githubfake.py``, an in-process HTTP fake of the REST endpoints it calls.
@@ -17,6 +25,7 @@ against ``tests/githubfake.py``, an in-process HTTP fake of the REST endpoints i
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import urllib.parse
@@ -31,10 +40,12 @@ from github.Repository import Repository
 from tools.core.errors import ServiceError
 from tools.gitops.forge import ForgeError, PullRequest, State, comment_marker
 
-__all__ = ["DEFAULT_BASE_URL", "TOKEN_VARIABLE", "GitHubForge"]
+__all__ = ["APP_ID_VARIABLE", "APP_KEY_VARIABLE", "DEFAULT_BASE_URL", "TOKEN_VARIABLE", "GitHubForge"]
 
 DEFAULT_BASE_URL = "https://api.github.com"
 TOKEN_VARIABLE = "GITHUB_TOKEN"  # noqa: S105 (the name of the variable, not a secret)
+APP_ID_VARIABLE = "EDGEOPS_GITHUB_APP_ID"
+APP_KEY_VARIABLE = "EDGEOPS_GITHUB_APP_PRIVATE_KEY"
 _API_URL_VARIABLE = "GITHUB_API_URL"
 _PERMISSIONS = "pull requests: write, contents: write, issues: write"
 _ALREADY_EXISTS = "a pull request already exists"
@@ -75,7 +86,8 @@ class GitHubForge:
         self,
         repository: str,
         *,
-        token: str,
+        token: str | None = None,
+        app: tuple[str, str] | None = None,
         base_url: str = DEFAULT_BASE_URL,
         per_page: int = 100,
         timeout: int = 15,
@@ -86,20 +98,34 @@ class GitHubForge:
 
         ``seconds_between_requests`` / ``seconds_between_writes``: PyGithub's pacing, which keeps a release
         run under GitHub's secondary rate limits; the tests turn it off (``None``) against the fake.
+
+        ``token``: an installation token minted elsewhere; or ``app``: (App ID or Client ID, private key
+        PEM), and the forge mints the installation's tokens itself, a fresh one when the last expires.
         """
         owner, slash, name = repository.partition("/")
         if not owner or not slash or not name or "/" in name:
             raise ForgeError(f"GitHub repository {repository!r} is not of the form 'owner/name'")
-        if not token:
-            raise ForgeError(f"no GitHub token given for {repository} (set {TOKEN_VARIABLE})")
+        if not token and not app:
+            raise ForgeError(
+                f"no GitHub token given for {repository} (set {TOKEN_VARIABLE}, or {APP_ID_VARIABLE} and "
+                f"{APP_KEY_VARIABLE})"
+            )
         if urllib.parse.urlsplit(base_url).scheme not in ("https", "http") or "://" not in base_url:
             raise ForgeError(f"GitHub API URL {base_url!r} is not an http(s):// URL")
         self.repository = repository
         self.owner = owner
         self.base_url = base_url
-        self._token = token  # kept only to scrub it from messages
+        self._tokens: set[str] = {token} if token else set()  # kept only to scrub them from messages
+        self._app = app is not None
+        auth: github.Auth.Auth
+        if app is not None:
+            auth = self._installation_auth(app, base_url, timeout)
+        else:
+            assert token is not None
+            auth = github.Auth.Token(token)
+        self._auth = auth
         self._github = github.Github(
-            auth=github.Auth.Token(token),
+            auth=auth,
             base_url=base_url,
             per_page=per_page,
             timeout=timeout,
@@ -125,16 +151,66 @@ class GitHubForge:
         ``base_url`` defaults to ``GITHUB_API_URL`` (set by GitHub Actions), else ``https://api.github.com``.
         """
         token = os.environ.get(TOKEN_VARIABLE, "").strip()
-        if not token:
+        app = None if token else _app_from_env()
+        if not token and app is None:
             raise ForgeError(
                 f"{TOKEN_VARIABLE} is not set: export a GitHub App installation token for {repository} "
-                f"(repository permissions {_PERMISSIONS}); the workflow's default token will not do, "
-                "because pull requests opened with it trigger no workflows"
+                f"(repository permissions {_PERMISSIONS}), or the App's {APP_ID_VARIABLE} and "
+                f"{APP_KEY_VARIABLE} (or _FILE) to mint one when needed; the workflow's default token will "
+                "not do, because pull requests opened with it trigger no workflows"
             )
         url = base_url or os.environ.get(_API_URL_VARIABLE, "").strip() or DEFAULT_BASE_URL
-        return cls(repository, token=token, base_url=url, per_page=per_page, timeout=timeout,
-                   seconds_between_requests=seconds_between_requests,
+        return cls(repository, token=token or None, app=app, base_url=url, per_page=per_page,
+                   timeout=timeout, seconds_between_requests=seconds_between_requests,
                    seconds_between_writes=seconds_between_writes)  # fmt: skip
+
+    def _installation_auth(self, app: tuple[str, str], base_url: str, timeout: int) -> github.Auth.Auth:
+        """The App's installation on this repository, as a PyGithub auth that mints (and re-mints) tokens."""
+        app_id, key = app
+        try:
+            app_auth = github.Auth.AppAuth(app_id, key)
+            integration = github.GithubIntegration(auth=app_auth, base_url=base_url, timeout=timeout)
+            owner, _, name = self.repository.partition("/")
+            installation = integration.get_repo_installation(owner, name)
+        except GithubException as exc:
+            raise ForgeError(
+                f"the GitHub App {app_id} could not find its installation on {self.repository} "
+                f"(HTTP {exc.status}: {_github_reason(exc)}): install the App on the repository and check "
+                f"{APP_ID_VARIABLE} and the private key"
+            ) from None
+        except (ValueError, TypeError) as exc:  # a key PyJWT/cryptography cannot load
+            raise ForgeError(
+                f"{APP_KEY_VARIABLE} is not a usable private key: {type(exc).__name__}"
+            ) from None
+        return app_auth.get_installation_auth(installation.id)
+
+    def current_token(self) -> str:
+        """The token requests use now (a fresh installation token when the last one is about to expire)."""
+        if isinstance(self._auth, github.Auth.Token):
+            return self._auth.token
+        # PyGithub's AppInstallationAuth got the client's requester from github.Github(auth=...) and mints
+        # a new installation token when the current one is within its refresh threshold of expiring.
+        token = str(self._auth.token)
+        self._tokens.add(token)
+        return token
+
+    def git_env(self, remote_url: str) -> dict[str, str]:
+        """Environment for one git process talking to ``remote_url``: the current token (for an App, minted
+        now when the last is about to expire) as an HTTP header scoped to that server (git >= 2.31 reads it
+        from the environment), never in a file.
+        Empty when git's environment already carries configuration (.github/scripts/with-app-token.sh
+        sets the same header for the whole job step)."""
+        if "GIT_CONFIG_COUNT" in os.environ:
+            return {}
+        split = urllib.parse.urlsplit(remote_url)
+        if split.scheme not in ("http", "https"):
+            return {}
+        basic = base64.b64encode(f"x-access-token:{self.current_token()}".encode()).decode()
+        return {
+            "GIT_CONFIG_COUNT": "1",
+            "GIT_CONFIG_KEY_0": f"http.{split.scheme}://{split.netloc}/.extraheader",
+            "GIT_CONFIG_VALUE_0": f"AUTHORIZATION: basic {basic}",
+        }
 
     def __repr__(self) -> str:  # never the token
         return f"GitHubForge({self.repository!r}, base_url={self.base_url!r})"
@@ -154,7 +230,9 @@ class GitHubForge:
     # --- errors ------------------------------------------------------------------------------------------
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self._token, "***")
+        for token in self._tokens:
+            text = text.replace(token, "***")
+        return text
 
     def _translate(self, exc: GithubException, action: str, subject: str | None) -> Exception:
         reason = _github_reason(exc)
@@ -348,3 +426,23 @@ class GitHubForge:
             if not status.merged:
                 raise ForgeError(f"pull request #{number} was not merged: {status.message}")
             return self._convert(self._repo().get_pull(number), comments=True)
+
+
+def _app_from_env() -> tuple[str, str] | None:
+    """(App ID, private key PEM) from the environment, or None when the App is not configured."""
+    app_id = os.environ.get(APP_ID_VARIABLE, "").strip()
+    key = os.environ.get(APP_KEY_VARIABLE, "")
+    key_file = os.environ.get(f"{APP_KEY_VARIABLE}_FILE", "").strip()
+    if not app_id:
+        if key or key_file:
+            raise ForgeError(f"{APP_KEY_VARIABLE} is set but {APP_ID_VARIABLE} is not: set the App's ID")
+        return None
+    if not key and key_file:
+        try:
+            with open(key_file, encoding="utf-8") as f:
+                key = f.read()
+        except OSError as exc:
+            raise ForgeError(f"{APP_KEY_VARIABLE}_FILE {key_file}: {exc.strerror}") from None
+    if not key.strip():
+        raise ForgeError(f"{APP_ID_VARIABLE} is set but neither {APP_KEY_VARIABLE} nor its _FILE is")
+    return app_id, key

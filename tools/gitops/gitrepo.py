@@ -62,8 +62,8 @@ class Repo:
                 f"(git remote add {self.remote} URL)"
             ) from None
 
-    def fetch(self, *refs: str) -> None:
-        self.git("fetch", "--quiet", "--prune", self.remote, *refs)
+    def fetch(self, *refs: str, env: Mapping[str, str] | None = None) -> None:
+        self.git("fetch", "--quiet", "--prune", self.remote, *refs, env=env)
 
     def rev(self, ref: str) -> str:
         try:

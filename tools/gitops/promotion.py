@@ -147,9 +147,13 @@ class Workspace:
         repo = must_be_repo(proj.root)
         ws = cls(proj, repo, forge or open_forge(proj.cfg, repo), now or _now())
         if fetch:
-            repo.fetch()
+            repo.fetch(env=ws.git_env())
         ws.repo.rev(ws.base_ref)  # a clear error now when the base branch is not on the remote
         return ws
+
+    def git_env(self) -> dict[str, str]:
+        """Credentials for one git process talking to the remote (the forge's, minted now if it mints)."""
+        return self.forge.git_env(self.repo.remote_url())
 
     @property
     def root(self) -> Path:
@@ -302,9 +306,9 @@ def _push_change(
         ):
             log.info("branch already up to date", extra=fields(branch=branch, commit=existing[:12]))
             return existing, False
-        wt.git("push", "--quiet", "--force", ws.repo.remote, f"HEAD:refs/heads/{branch}")
+        wt.git("push", "--quiet", "--force", ws.repo.remote, f"HEAD:refs/heads/{branch}", env=ws.git_env())
         commit = wt.rev("HEAD")
-    ws.repo.fetch()
+    ws.repo.fetch(env=ws.git_env())
     log.info("pushed", extra=fields(branch=branch, commit=commit[:12]))
     return commit, True
 
