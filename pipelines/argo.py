@@ -5,15 +5,18 @@
 
 ``training-template.yaml`` is a WorkflowTemplate whose DAG runs the same steps as the local runner
 (``pipelines/dag.py``), one container per step in the training image, each running
-``edgeops pipeline run --only <step>`` on a run directory that travels between the steps as an S3
-artifact. ``training-cron.yaml`` is a CronWorkflow that starts it monthly and never twice at once.
+``edgeops pipeline run --only <step>`` (the checked-out revision's code, on the image's dependencies) on a
+run directory that travels between the steps as an S3 artifact. ``training-cron.yaml`` is a CronWorkflow
+that starts it monthly and never twice at once.
 
 What the cluster provides (docs/pipeline.md):
 - a default artifact repository (S3 or MinIO) in the namespace: the run-directory artifacts are
   *key-only* (``s3.key`` only), so bucket, endpoint and credentials come from the repository's
   configuration, not from this template;
 - the Secret ``edgeops-pipeline`` with the keys named in :data:`SECRET_KEYS` (a PostgreSQL DSN per role, S3
-  credentials for the LDO and model stores, the release-signing key, the forge token);
+  credentials for the LDO and model stores, the release-signing key, the GitHub App's ID and private key)
+  and ``git-ssh-key`` (a read-only deploy key for the checkout);
+- the ConfigMap ``edgeops-ssh-known-hosts`` (key ``ssh_known_hosts``: the git server's host keys);
 - the ServiceAccount ``edgeops-pipeline`` (what Argo's executor needs: create/patch workflowtaskresults);
 - GPU nodes labelled ``nvidia.com/gpu.present=true`` (NVIDIA GPU feature discovery sets it) with the
   device plugin advertising ``nvidia.com/gpu``; their ``nvidia.com/gpu:NoSchedule`` taint is tolerated.
@@ -95,16 +98,48 @@ SECRET_KEYS: dict[str, dict[str, tuple[str, bool]]] = {
     "propose": {
         **_S3_ENV,
         "EDGEOPS_SIGNING_KEY": ("signing-key", False),
-        "GITHUB_TOKEN": ("github-token", True),  # a GitHub App installation token (docs/promotion.md)
+        # The App's ID and private key, not a token: a token stored at submission would have expired (one
+        # hour) long before training ends; propose mints one when it pushes (tools/gitops/github.py).
+        "EDGEOPS_GITHUB_APP_ID": ("github-app-id", True),
+        "EDGEOPS_GITHUB_APP_PRIVATE_KEY": ("github-app-private-key", True),
     },
 }
-# The checkout: HTTPS credentials for a private fork (for GitHub: x-access-token and a token).
-GIT_USERNAME_KEY = "git-username"
-GIT_PASSWORD_KEY = "git-password"  # noqa: S105 (a key name in that Secret)
+# The checkout: a read-only deploy key (SSH), which does not expire mid-run as a token would. Argo's git
+# artifact driver (go-git, workflow/artifacts/git/git.go upstream) checks the server's host key against
+# the init container's /etc/ssh/ssh_known_hosts: the ConfigMap below is mounted there (POD_SPEC_PATCH).
+GIT_SSH_KEY = "git-ssh-key"
+KNOWN_HOSTS_CONFIGMAP = "edgeops-ssh-known-hosts"
+POD_SPEC_PATCH = f"""\
+initContainers:
+- name: init
+  volumeMounts:
+  - name: ssh-known-hosts
+    mountPath: /etc/ssh/ssh_known_hosts
+    subPath: ssh_known_hosts
+    readOnly: true
+volumes:
+- name: ssh-known-hosts
+  configMap:
+    name: {KNOWN_HOSTS_CONFIGMAP}
+"""
+# Each task runs the code of the revision it checked out (`python -m tools.cli` in the checkout: the
+# working directory comes first on sys.path), on the image's dependencies; the image was built from some
+# commit, so a checkout whose requirements.lock differs from the image's stops at once with a message
+# instead of running new code on old libraries.
+IMAGE_LOCK = "/opt/edgeops/requirements.lock"
+_RUN_REVISION = (
+    f'lock="${{EDGEOPS_IMAGE_LOCK:-{IMAGE_LOCK}}}"; '
+    'cmp -s requirements.lock "$lock" || { echo "edgeops: this revision\'s requirements.lock differs from '
+    "the image's: build the training image for this commit (images.yml) and point the template at it\" >&2; "
+    'exit 3; }; exec python -m tools.cli "$@"'
+)
 
 # Workflow parameters: name -> (default, description).
 PARAMETERS: dict[str, tuple[str, str]] = {
-    "repo": ("https://github.com/context-edge/edgeops.git", "the git repository to check out (this fork)"),
+    "repo": (
+        "git@github.com:context-edge/edgeops.git",
+        "the git repository to check out (SSH: the deploy key)",
+    ),
     "revision": ("main", "branch, tag or commit of the repository to run"),
     "training-config": ("training/configs/default.yaml", "training config, relative to the checkout"),
     "source": ("pg+s3", "where LDOs come from: pg+s3 (the runtime backend) or dir"),
@@ -155,8 +190,7 @@ def _container(step: Step, first: bool) -> Container:
             path=REPO_PATH,
             repo=_param("repo"),
             revision=_param("revision"),
-            username_secret=m.SecretKeySelector(name=SECRET, key=GIT_USERNAME_KEY),
-            password_secret=m.SecretKeySelector(name=SECRET, key=GIT_PASSWORD_KEY),
+            ssh_private_key_secret=m.SecretKeySelector(name=SECRET, key=GIT_SSH_KEY),
         ),
     ]
     if not first:
@@ -187,7 +221,7 @@ def _container(step: Step, first: bool) -> Container:
     return Container(
         name=step.name,
         image=IMAGE,
-        command=["edgeops"],
+        command=["sh", "-c", _RUN_REVISION, "edgeops"],
         args=args,
         working_dir=REPO_PATH,
         env=_env(step),
@@ -210,6 +244,7 @@ def build_template() -> WorkflowTemplate:
             run_as_non_root=True, run_as_user=10001, run_as_group=10001, fs_group=10001
         ),
         pod_gc=m.PodGC(strategy="OnWorkflowSuccess"),
+        pod_spec_patch=POD_SPEC_PATCH,
         ttl_strategy=m.TTLStrategy(seconds_after_success=7 * 24 * 3600),
     ) as wt:
         containers = {s.name: _container(s, first=i == 0) for i, s in enumerate(STEPS)}

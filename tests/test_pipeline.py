@@ -22,7 +22,7 @@ from pipelines.argo import CRON_FILE, CRON_NAME, TEMPLATE_FILE, TEMPLATE_NAME, r
 from pipelines.dag import STEP_NAMES, STEPS
 from pipelines.runner import FAULT_ENV, STATE_FILE, digest_path
 from tests.argofake import FakeArgoServer
-from tests.conftest import EDGEOPS, REPO
+from tests.conftest import EDGEOPS, REPO, copy_project
 from tests.releasekit import Keys, git, make_checkout
 from tools.core.signing import private_key_from_pem
 from tools.gitops.manifests import validate_object
@@ -388,7 +388,11 @@ def test_the_template_runs_each_step_where_it_belongs() -> None:
         t = templates[step.name]
         container = t["container"]
         assert container["image"].startswith("ghcr.io/") and ":latest" not in container["image"]
-        assert container["command"] == ["edgeops"]
+        assert container["command"][:2] == ["sh", "-c"] and container["command"][3] == "edgeops"
+        assert container["command"][2].endswith('exec python -m tools.cli "$@"')  # the revision's code
+        (git_input,) = [a for a in t["inputs"]["artifacts"] if "git" in a]
+        assert git_input["git"]["sshPrivateKeySecret"] == {"name": "edgeops-pipeline", "key": "git-ssh-key"}
+        assert "passwordSecret" not in git_input["git"] and "insecureIgnoreHostKey" not in git_input["git"]
         assert container["args"][:6] == ["pipeline", "run", "--run-dir", "/work/run-dir", "--only", step.name]
         resources = container["resources"]
         gpu = {k: v.get("nvidia.com/gpu") for k, v in resources.items()}
@@ -416,12 +420,46 @@ def test_the_template_runs_each_step_where_it_belongs() -> None:
         assert all(ref["name"] == "edgeops-pipeline" for ref in secret_refs)
     assert len(keys) == len(STEPS)  # each step's run directory is kept under its own key
     assert "when" in tasks["propose"] and spec["securityContext"]["runAsNonRoot"] is True
+    # go-git checks the deploy key's server against the init container's /etc/ssh/ssh_known_hosts.
+    assert "mountPath: /etc/ssh/ssh_known_hosts" in spec["podSpecPatch"]
+    assert "name: edgeops-ssh-known-hosts" in spec["podSpecPatch"]
+    propose_env = {e["name"] for e in templates["propose"]["container"]["env"]}
+    assert {"EDGEOPS_GITHUB_APP_ID", "EDGEOPS_GITHUB_APP_PRIVATE_KEY"} <= propose_env
+    assert "GITHUB_TOKEN" not in propose_env  # a token stored at submission is dead before propose runs
     cron = load(CRON_FILE)["spec"]
     assert cron["concurrencyPolicy"] == "Forbid"
     assert cron["workflowSpec"] == {"workflowTemplateRef": {"name": TEMPLATE_NAME}}
     (schedule,) = cron["schedules"]
     minute, hour, day, month, weekday = schedule.split()
     assert (day, month, weekday) == ("1", "*", "*") and minute.isdigit() and hour.isdigit()  # monthly
+
+
+def test_a_task_runs_the_code_of_its_checkout_on_the_images_dependencies(tmp_path: Path) -> None:
+    """The container command of the rendered template, run in a checkout: the checkout's own code answers
+    (not the image's installed copy), and a checkout whose requirements.lock is not the image's stops."""
+    spec = load(TEMPLATE_FILE)["spec"]
+    (train,) = [t for t in spec["templates"] if t["name"] == "train"]
+    command = train["container"]["command"]
+    checkout = copy_project(tmp_path / "repo")
+    cli = checkout / "tools" / "cli" / "__init__.py"
+    cli.write_text(cli.read_text().replace("the GitOps way.", "the GitOps way (revision under test)."))
+    image_lock = tmp_path / "image.lock"
+    image_lock.write_bytes((REPO / "requirements.lock").read_bytes())
+    env = {
+        **clean_env(),
+        "EDGEOPS_IMAGE_LOCK": str(image_lock),
+        "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}",
+    }
+    ran = subprocess.run(
+        [*command, "--help"], cwd=checkout, env=env, capture_output=True, text=True, check=False
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert "the GitOps way (revision under test)." in ran.stdout
+    image_lock.write_text("numpy==1.0\n")
+    stopped = subprocess.run(
+        [*command, "--help"], cwd=checkout, env=env, capture_output=True, text=True, check=False
+    )
+    assert stopped.returncode == 3 and "requirements.lock differs from the image's" in stopped.stderr
 
 
 # --- submission ---------------------------------------------------------------------------------------------

@@ -292,8 +292,9 @@ class ForgeConfig(Strict):
     kind: Literal["github", "local"] = Field(
         default="local",
         description=(
-            "`github`: PRs through the GitHub API (token from `GITHUB_TOKEN`, a GitHub App's); `local`: a "
-            "bare git remote on this machine plus PR records."
+            "`github`: PRs through the GitHub API (a GitHub App's token from `GITHUB_TOKEN`, or minted from "
+            "`EDGEOPS_GITHUB_APP_ID` and its private key); `local`: a bare git remote on this machine plus "
+            "PR records."
         ),
     )
     repository: str | None = Field(

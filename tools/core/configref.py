@@ -31,7 +31,8 @@ annotated example; `edgeops config check` prints the effective configuration wit
 
 Unknown keys and wrong types are errors that name the file, the line and the key path. Secrets never go in
 this file: S3 credentials come from `AWS_*` variables (or OIDC in CI), the PostgreSQL DSN from
-`EDGEOPS_PG_DSN` or `--pg`, the signing key from `EDGEOPS_SIGNING_KEY`, the GitHub token from `GITHUB_TOKEN`.
+`EDGEOPS_PG_DSN` or `--pg`, the signing key from `EDGEOPS_SIGNING_KEY`, the GitHub token from `GITHUB_TOKEN`
+(or minted from `EDGEOPS_GITHUB_APP_ID` and `EDGEOPS_GITHUB_APP_PRIVATE_KEY`).
 """
 
 
