@@ -64,9 +64,10 @@ TEMPLATE_NAME = "edgeops-training"
 CRON_NAME = "edgeops-training-monthly"
 TEMPLATE_FILE = "training-template.yaml"
 CRON_FILE = "training-cron.yaml"
-# The training image (training/Dockerfile), pinned by tag like the updater's in manifests/. Nothing here
-# builds or pushes it; whoever does should pin its digest here too (`<image>:<tag>@sha256:...`).
-IMAGE = "ghcr.io/context-edge/edgeops-training:0.1.0"
+# The training image (training/Dockerfile): one reference, in training/IMAGE, for both engines (train.yml's
+# GPU job runs in it too: one training stack). Pin its digest there (`<image>:<tag>@sha256:...`) once
+# images.yml has pushed one.
+IMAGE = (Path(__file__).resolve().parents[1] / "training" / "IMAGE").read_text().strip()
 SERVICE_ACCOUNT = "edgeops-pipeline"
 SECRET = "edgeops-pipeline"  # noqa: S105 (the Secret's name, not a secret)
 # 03:00 UTC on the 1st of every month; Forbid: a month's run that is still going blocks the next one.

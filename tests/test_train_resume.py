@@ -49,16 +49,20 @@ class Runner:
         )
         (work / "edgeops.yaml").write_text(text)
         github_env = self.tmp / f"github-env-{run_id}-{attempt}"
+        # The runner's kept folder (the job's container mounts /var/lib/edgeops-runner; here, a temp one).
         env = {**self.base, "HOME": str(self.home), "GITHUB_ENV": str(github_env),
-               "GITHUB_RUN_ID": str(run_id), "GITHUB_RUN_ATTEMPT": str(attempt)}  # fmt: skip
+               "GITHUB_RUN_ID": str(run_id), "GITHUB_RUN_ATTEMPT": str(attempt),
+               "EDGEOPS_RUNNER_STATE": str(self.home / "edgeops-runner")}  # fmt: skip
         script = step_script("Run folder and LDO cache (kept by the runner)")
         subprocess.run(["bash", "-eo", "pipefail", "-c", script], cwd=work, env=env, check=True)
         exported = dict(line.split("=", 1) for line in github_env.read_text().splitlines())
         return {**env, **exported, "WORK": str(work)}
 
     def phase(self, job: dict[str, str], phase: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        # The training image's Python and libraries are this venv's; its lock, this checkout's.
         env = {**{k: v for k, v in job.items() if k != "WORK"}, "CONFIG": str(self.config), "SAMPLES": "",
-               "EPOCHS": "", **extra}  # fmt: skip
+               "EPOCHS": "", "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}",
+               "EDGEOPS_IMAGE_LOCK": str(REPO / "requirements.lock"), **extra}  # fmt: skip
         if phase == "snapshot":  # the Snapshot step's secrets: the read DSN, the store's credentials
             env |= {"EDGEOPS_PG_DSN": self.dsn, **self.s3.env()}
         return subprocess.run([".github/scripts/train-phase.sh", phase], cwd=job["WORK"], env=env,

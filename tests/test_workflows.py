@@ -185,7 +185,10 @@ def test_the_app_token_reaches_only_the_steps_that_open_prs() -> None:
             for step in steps(job):
                 if "GITHUB_TOKEN" in (step.get("env") or {}):
                     assert step["env"]["GITHUB_TOKEN"] == "${{ steps.app-token.outputs.token }}"
-                    assert ".github/scripts/with-app-token.sh .venv/bin/edgeops" in step["run"]
+                    assert re.search(
+                        r"\.github/scripts/with-app-token\.sh (\.venv/bin/edgeops|python -m tools\.cli) ",
+                        step["run"],
+                    )
     assert seen == expected
 
 
@@ -211,7 +214,8 @@ def test_jobs_with_secrets_never_run_on_forks_and_use_the_release_environment(na
         # `fork` covers dispatches; scheduled runs have an empty payload, hence the repository check.
         assert "github.event.repository.fork != true" in condition, f"{name}.{job_id}"
         assert "github.repository == vars.EDGEOPS_REPOSITORY" in condition, f"{name}.{job_id}"
-        assert job["environment"] == "release", f"{name}.{job_id}"
+        if "secrets." in json.dumps(job):
+            assert job["environment"] == "release", f"{name}.{job_id}"
 
 
 def test_secrets_only_in_jobs_of_the_release_environment() -> None:
@@ -327,7 +331,7 @@ def test_training_runs_the_pipeline_in_phases_then_proposes_with_a_summary_and_a
     assert 'RUN_DIR=$state/runs/$GITHUB_RUN_ID" >> "$GITHUB_ENV"' in state
     assert 'LDO_CACHE=$state/ldo-cache" >> "$GITHUB_ENV"' in state and "run_attempt" not in state
     propose = by_name["Release PR (pilot)"]
-    assert "edgeops propose --ring pilot --bundle" in propose["run"]
+    assert "python -m tools.cli propose --ring pilot --bundle" in propose["run"]
     assert '"$RUN_DIR/run/published.json"' in propose["run"]
     assert "inputs.dry_run != true" in propose["if"]
     summary = by_name["Job summary"]
@@ -461,7 +465,7 @@ def test_workflows_call_existing_edgeops_commands() -> None:
     parser = build_parser()
     commands = set(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
     for path in workflow_files():
-        for sub in re.findall(r"edgeops ([a-z][a-z-]+)", path.read_text()):
+        for sub in re.findall(r"(?:edgeops|python -m tools\.cli) ([a-z][a-z-]+)", path.read_text()):
             assert sub in commands, f"{path.name}: edgeops {sub}"
 
 
@@ -590,15 +594,21 @@ def test_with_app_token_gives_git_the_token_through_the_environment_only(tmp_pat
 
 
 def training_pipeline_argv(tmp_path: Path, phase: str = "train", **env: str) -> list[str]:
-    """The argv .github/scripts/train-phase.sh gives `edgeops` in a phase (bash; a stub edgeops prints it)."""
-    stub = tmp_path / ".venv" / "bin" / "edgeops"
-    stub.parent.mkdir(parents=True)
-    stub.write_text(f"#!{sys.executable}\nimport json, sys\nprint(json.dumps(sys.argv[1:]))\n")
-    stub.chmod(0o755)
+    """The argv .github/scripts/train-phase.sh gives the CLI in a phase: a stub ``tools.cli`` in the checkout
+    prints it (the script runs ``python -m tools.cli`` there, the checkout's code in the training image)."""
+    stub = tmp_path / "tools" / "cli"
+    stub.mkdir(parents=True)
+    (tmp_path / "tools" / "__init__.py").write_text("")
+    (stub / "__init__.py").write_text("")
+    (stub / "__main__.py").write_text("import json, sys\nprint(json.dumps(sys.argv[1:]))\n")
+    (tmp_path / "requirements.lock").write_text("pins\n")
+    (tmp_path / "image.lock").write_text("pins\n")
     inputs = {"RUN_DIR": str(tmp_path / "R"), "LDO_CACHE": "C", "CONFIG": "training/configs/default.yaml",
-              "SAMPLES": "", "EPOCHS": "", **env}  # fmt: skip
+              "SAMPLES": "", "EPOCHS": "", "EDGEOPS_IMAGE_LOCK": str(tmp_path / "image.lock"),
+              **env}  # fmt: skip
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
     result = subprocess.run([str(GITHUB / "scripts" / "train-phase.sh"), phase],
-                            cwd=tmp_path, env={"PATH": os.environ["PATH"], **inputs},
+                            cwd=tmp_path, env={"PATH": path, **inputs},
                             capture_output=True, text=True, check=False)  # fmt: skip
     assert result.returncode == 0, result.stderr
     argv: list[str] = json.loads(result.stdout)
@@ -620,6 +630,43 @@ def test_every_phase_runs_the_same_pipeline_up_to_itself(tmp_path: Path) -> None
     bad = subprocess.run([str(GITHUB / "scripts" / "train-phase.sh"), "propose"], capture_output=True,
                          text=True, check=False)  # fmt: skip
     assert bad.returncode == 2 and "unknown phase propose" in bad.stderr
+    # A commit whose requirements.lock is not the training image's stops before running anything.
+    (tmp_path / "train" / "image.lock").write_text("other pins\n")
+    other = subprocess.run(
+        [str(GITHUB / "scripts" / "train-phase.sh"), "train"], cwd=tmp_path / "train",
+        env={"PATH": os.environ["PATH"], "RUN_DIR": "R", "LDO_CACHE": "C", "CONFIG": "c",
+             "EDGEOPS_IMAGE_LOCK": str(tmp_path / "train" / "image.lock")},
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert other.returncode == 3 and "differs from the training image's" in other.stderr
+
+
+def test_the_gpu_job_runs_in_the_training_image_pinned_by_digest(tmp_path: Path) -> None:
+    """One training stack: train.yml's GPU job runs in the image the Argo tasks use (training/IMAGE), and
+    only when training/IMAGE pins it by digest."""
+    wf = workflow("train")
+    job, image = wf["jobs"]["train"], wf["jobs"]["image"]
+    assert job["needs"] == "image" and job["container"]["image"] == "${{ needs.image.outputs.ref }}"
+    assert "--gpus all" in job["container"]["options"]
+    from pipelines.argo import IMAGE
+
+    assert (REPO / "training" / "IMAGE").read_text().strip() == IMAGE
+    (step,) = [s for s in steps(image) if s.get("id") == "ref"]
+    for ref, ok in (
+        (IMAGE.split("@")[0] + "@sha256:" + "a" * 64, True),
+        ("ghcr.io/o/edgeops-training:0.1.0", False),
+    ):
+        (tmp_path / "training").mkdir(exist_ok=True)
+        (tmp_path / "training" / "IMAGE").write_text(ref + "\n")
+        out = tmp_path / "out"
+        ran = subprocess.run(["bash", "-eo", "pipefail", "-c", step["run"]], cwd=tmp_path,
+                             env={"PATH": os.environ["PATH"], "GITHUB_OUTPUT": str(out)},
+                             capture_output=True, text=True, check=False)  # fmt: skip
+        assert (ran.returncode == 0) == ok, ran.stdout + ran.stderr
+        if ok:
+            assert out.read_text() == f"ref={ref}\n"
+        else:
+            assert "pin the training image by digest" in ran.stdout
 
 
 def test_the_epochs_input_reaches_training_as_a_checked_override(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One phase of the monthly training run (train.yml): `edgeops pipeline run --until PHASE` with the same
+# One phase of the monthly training run (train.yml): `edgeops pipeline run --until PHASE` (the checkout's
+# code, `python -m tools.cli`, in the training image) with the same
 # arguments in every phase, so that each phase resumes where the previous one stopped (the state file in
 # $RUN_DIR skips steps whose inputs and outputs are unchanged) and a re-run of a failed job resumes at the
 # failed step. Each phase is its own workflow step so that each gets only the secrets it uses:
@@ -17,4 +18,11 @@ if [ -n "${SAMPLES:-}" ]; then args+=(--limit "$SAMPLES"); fi
 # records the effective config.
 if [ -n "${EPOCHS:-}" ]; then args+=(--set "epochs=$EPOCHS"); fi
 mkdir -p "$RUN_DIR"
-exec .venv/bin/edgeops pipeline run "${args[@]}" --until "$phase"
+# The job runs in the training image (train.yml, `container:`), on its libraries, with this checkout's code,
+# as the Argo tasks do (pipelines/argo.py): new code never runs on libraries built for another lock.
+lock="${EDGEOPS_IMAGE_LOCK:-/opt/edgeops/requirements.lock}"
+if ! cmp -s requirements.lock "$lock"; then
+  echo "train-phase.sh: this commit's requirements.lock differs from the training image's ($lock): build the image for this commit (images.yml) and point training/IMAGE at it" >&2
+  exit 3
+fi
+exec python -m tools.cli pipeline run "${args[@]}" --until "$phase"
