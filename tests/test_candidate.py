@@ -229,6 +229,7 @@ def test_publish_to_s3_and_register(
         evaluate_run(world["snap"], world["good"], LOOSE, None)
         run = tmp_path / "run"
         shutil.copytree(world["good"], run)
+        (run / "published.json").unlink(missing_ok=True)  # an earlier test published the module's run
         uri = f"s3://{s3_bucket}/edge-models"
         key = private_key(world)
 
