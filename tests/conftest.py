@@ -258,8 +258,10 @@ class Roles:
     def dsn(self, role: str) -> str:
         return psycopg2.extensions.make_dsn(self.admin_dsn, user=self.names[role])
 
-    def _admin(self, *statements: str) -> None:
-        conn = psycopg2.connect(self.admin_dsn)
+    @staticmethod
+    def _run(dsn: str, *statements: str) -> None:
+        """Each statement in autocommit (CREATE ROLE, GRANT, DROP cannot share a transaction block)."""
+        conn = psycopg2.connect(dsn)
         conn.autocommit = True
         try:
             with conn.cursor() as cur:
@@ -267,6 +269,9 @@ class Roles:
                     cur.execute(statement)
         finally:
             conn.close()
+
+    def _admin(self, *statements: str) -> None:
+        self._run(self.admin_dsn, *statements)
 
     def create_owner(self) -> None:
         """A plain login role that owns the database (and so its public schema), not a superuser."""
@@ -282,34 +287,14 @@ class Roles:
         grants = [s for s in _statements(sql) if not s.upper().startswith("CREATE ROLE")]
         assert len(creates) == 3 and len(grants) == 9, sql
         self._admin(*creates)
-        conn = psycopg2.connect(self.dsn("owner"))
-        conn.autocommit = True
-        try:
-            with conn.cursor() as cur:
-                for statement in grants:
-                    cur.execute(statement)
-        finally:
-            conn.close()
+        self._run(self.dsn("owner"), *grants)
 
     def drop(self) -> None:
         names = list(self.names.values())
-        conn = psycopg2.connect(self.admin_dsn)
-        conn.autocommit = True
-        try:
-            with conn.cursor() as cur:
-                cur.execute(f'ALTER DATABASE "{self.dbname}" OWNER TO CURRENT_USER')
-                for name in names:
-                    cur.execute(f'DROP OWNED BY "{name}"')
-        finally:
-            conn.close()
-        admin = psycopg2.connect(psycopg2.extensions.make_dsn(self.admin_dsn, dbname="postgres"))
-        admin.autocommit = True
-        try:
-            with admin.cursor() as cur:
-                for name in names:
-                    cur.execute(f'DROP ROLE IF EXISTS "{name}"')
-        finally:
-            admin.close()
+        self._admin(f'ALTER DATABASE "{self.dbname}" OWNER TO CURRENT_USER',
+                    *(f'DROP OWNED BY "{name}"' for name in names))  # fmt: skip
+        postgres = psycopg2.extensions.make_dsn(self.admin_dsn, dbname="postgres")
+        self._run(postgres, *(f'DROP ROLE IF EXISTS "{name}"' for name in names))
 
 
 @pytest.fixture

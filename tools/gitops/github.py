@@ -116,7 +116,6 @@ class GitHubForge:
         self.owner = owner
         self.base_url = base_url
         self._tokens: set[str] = {token} if token else set()  # kept only to scrub them from messages
-        self._app = app is not None
         auth: github.Auth.Auth
         if app is not None:
             auth = self._installation_auth(app, base_url, timeout)
