@@ -22,11 +22,21 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tools.core.errors import ServiceError
 from tools.kits.devservices import S3Endpoint, ThrowawayPostgres, ThrowawayS3
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Property-based tests (tests/test_hostile_*.py): the same examples on every run and machine (a failure in
+# CI reproduces locally), no example database written into the clone, and each example bounded: hostile
+# input is answered in well under 5 s, or it is a finding.
+settings.register_profile(
+    "edgeops", derandomize=True, database=None, deadline=5000, max_examples=60,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)  # fmt: skip
+settings.load_profile("edgeops")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 EDGEOPS = str(Path(sys.executable).parent / "edgeops")
 
