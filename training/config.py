@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
-from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from tools.core.errors import ConfigError
+from tools.core.safeyaml import SafeYAML
 from tools.core.typedyaml import Loc, Strict, parse_model, plain, read_mapping
 
 __all__ = [
@@ -147,7 +147,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if key == BASE_KEY:
         raise ConfigError(f"--set {text}: `{BASE_KEY}` is read from a config file only, not from --set")
     try:
-        value = plain(YAML(typ="rt").load(raw))
+        value = plain(SafeYAML(typ="rt").load(raw))  # as bounded as a config file's values
     except YAMLError as exc:
         detail = " ".join(str(exc).split())
         raise ConfigError(f"--set {text}: the value is not valid YAML: {detail}") from None

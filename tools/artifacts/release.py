@@ -74,6 +74,7 @@ from tools.artifacts.bundle import (
 )
 from tools.core.errors import EdgeopsError
 from tools.core.names import FILE_NAME, FILE_NAME_RULE, INTERFACE, RING_NAME, RING_NAME_RULE, SHA256_HEX
+from tools.core.safeyaml import SafeYAML, YAMLLimitError, not_utf8, read_text
 from tools.core.signing import (
     SIGNATURE_PREFIX,
     SignatureError,
@@ -257,16 +258,17 @@ def make_release(
 def load_release(path: str | os.PathLike[str]) -> Release | None:
     """:func:`parse_release` of the file at ``path``; None for the "no release yet" form."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+        text = read_text(path)  # never more than the cap into memory
     except FileNotFoundError:
         raise ReleaseError(
             f"{path}: no such release file; check the path (on a node: the release ConfigMap mount)"
         ) from None
-    except UnicodeDecodeError:
-        raise ReleaseError(f"{path}: not UTF-8 text; a release file is YAML") from None
+    except UnicodeDecodeError as exc:
+        raise ReleaseError(f"{path}: {not_utf8(exc)}") from None
     except OSError as exc:
         raise ReleaseError(f"{path}: cannot read the release file ({exc.strerror})") from None
+    except YAMLLimitError as exc:
+        raise ReleaseError(f"{path}: {exc}") from None
     return parse_release(text, source=str(path))
 
 
@@ -277,7 +279,10 @@ def parse_release(text: str, *, source: str) -> Release | None:
     naming ``source`` and the key at fault.
     """
     try:
-        doc = YAML(typ="safe", pure=True).load(text)
+        # From a PR, and read again by every node's updater: no aliases, bounded (tools.core.safeyaml).
+        doc = SafeYAML(typ="safe", pure=True).load(text)
+    except YAMLLimitError as exc:
+        raise ReleaseError(f"{source}: {exc}") from None
     except YAMLError as exc:
         detail = " ".join(str(exc).split())
         raise ReleaseError(f"{source}: not valid YAML ({detail}); fix the syntax") from None
@@ -594,7 +599,7 @@ _NULL_VERSION = re.compile(r"^version:\s*(null|~)?\s*(#.*)?$")
 
 
 def _round_trip_yaml() -> YAML:
-    yaml = YAML()  # round-trip: comments, key order and flow style survive
+    yaml = SafeYAML()  # round-trip: comments, key order and flow style survive; no aliases, bounded
     yaml.width = 4096
     yaml.preserve_quotes = True
     return yaml

@@ -16,6 +16,7 @@ import argparse
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 
 from tools.cli import (
@@ -33,8 +34,9 @@ from tools.cli import (
     validate,
 )
 from tools.cli._common import Formatter
-from tools.core.errors import ConfigError, EdgeopsError
+from tools.core.errors import ConfigError, EdgeopsError, ServiceError
 from tools.core.log import setup_logging
+from tools.core.redact import known_secrets, scrub
 
 __all__ = ["build_parser", "main"]
 
@@ -89,7 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except EdgeopsError as exc:
-        log.error(f"configuration error: {exc}" if isinstance(exc, ConfigError) else str(exc))
+        message = scrub(str(exc))  # ours already say nothing secret; a DSN or URL pasted in still never shows
+        log.error(f"configuration error: {message}" if isinstance(exc, ConfigError) else message)
         return exc.exit_code
     except KeyboardInterrupt:
         log.error("interrupted")
@@ -98,6 +101,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         # `edgeops config check | head`: the reader went away; not an error of ours.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as exc:
+        failure = _library_failure(exc, args)
+        if failure is None:
+            raise  # a bug of ours: the traceback is what a report needs
+        if args.verbose:  # where it escaped from, for the fix at the source; scrubbed like the message
+            trace = "".join(traceback.format_exception(exc)).rstrip()
+            log.debug("traceback:\n%s", scrub(trace, *known_secrets(getattr(args, "pg", None))))
+        log.error(failure)
+        return ServiceError.exit_code
+
+
+def _library_failure(exc: Exception, args: argparse.Namespace) -> str | None:
+    """The last-resort message for a service or OS failure that escaped as a library's exception, scrubbed of
+    every secret this process knows; None for anything else.
+
+    A net, not the handling: each of these means a call site that should turn the failure into an
+    EdgeopsError saying what failed and what to do (as tools.core.pg and tools.core.s3 do); this only keeps
+    a traceback, and any DSN or key in the library's message, from reaching the user meanwhile.
+    """
+    # By module name, not by class: psycopg2 is not installed on the edge, and importing it or botocore
+    # here would load them for every command.
+    modules = {cls.__module__.split(".", 1)[0] for cls in type(exc).__mro__}
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if "psycopg2" in modules:
+        text = f"PostgreSQL failed: {first}; check the server is up and reachable, and re-run"
+    elif modules & {"botocore", "boto3", "s3transfer"}:
+        text = f"S3 failed ({type(exc).__name__}): {first}; check the store is up and AWS_* is set right"
+    elif isinstance(exc, OSError):
+        where = ": ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+        text = f"{exc.strerror or first}: {where}" if where else (exc.strerror or first)
+    else:
+        return None
+    return scrub(text, *known_secrets(getattr(args, "pg", None)))
 
 
 if __name__ == "__main__":

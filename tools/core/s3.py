@@ -2,7 +2,9 @@
 
 ``AWS_ENDPOINT_URL`` (MinIO, moto's server, any S3-compatible store), ``AWS_ACCESS_KEY_ID`` /
 ``AWS_SECRET_ACCESS_KEY`` (or a role via OIDC in CI) and ``AWS_DEFAULT_REGION`` are read by boto3 itself;
-nothing here takes a credential as an argument, so none can end up in a file or a log line.
+nothing here takes a credential as an argument, so none can end up in a file or a log line. An endpoint URL
+may still carry user info (``http://user:secret@minio:9000``), and so may a URI mistyped as a store: what
+an error shows of either goes through :mod:`tools.core.redact`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from botocore.exceptions import (
 )
 
 from tools.core.errors import ServiceError, StoreError
+from tools.core.redact import dsn_secrets, redact_url, scrub
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -46,14 +49,16 @@ class S3Uri:
 
 
 def parse_s3_uri(uri: str) -> S3Uri:
+    shown = redact_url(uri)  # s3://key:secret@bucket/… is no S3 URI, but it is a secret
     if not uri.startswith("s3://"):
-        raise StoreError(f"{uri!r} is not an S3 URI: expected s3://bucket/prefix")
+        raise StoreError(f"{shown!r} is not an S3 URI: expected s3://bucket/prefix")
     bucket, _, prefix = uri[len("s3://") :].partition("/")
     if not _BUCKET.match(bucket):
-        raise StoreError(f"{uri!r}: {bucket!r} is not a valid bucket name (3-63 of a-z, 0-9, '.', '-')")
+        name = repr(bucket) if shown == uri else "the part before the first '/'"
+        raise StoreError(f"{shown!r}: {name} is not a valid bucket name (3-63 of a-z, 0-9, '.', '-')")
     prefix = prefix.strip("/")
     if any(part in ("", ".", "..") for part in prefix.split("/")) and prefix:
-        raise StoreError(f"{uri!r}: the prefix has an empty, '.' or '..' component")
+        raise StoreError(f"{shown!r}: the prefix has an empty, '.' or '..' component")
     return S3Uri(bucket, prefix)
 
 
@@ -85,13 +90,25 @@ def s3_client(*, max_pool_connections: int = 10, md5_verified: bool = False) -> 
     return session.client("s3", region_name=region, config=config)
 
 
+def _endpoint_url() -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+
+
 def _endpoint() -> str:
-    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
+    url = _endpoint_url()
+    return redact_url(url) if url else "AWS S3"
+
+
+def _scrubbed(exc: BaseException) -> str:
+    # botocore's messages quote the endpoint URL (EndpointConnectionError), user info and all.
+    url = _endpoint_url()
+    return scrub(str(exc), *(dsn_secrets(url) if url else ()))
 
 
 @contextmanager
 def s3_errors(what: str) -> Iterator[None]:
-    """Turn boto errors into a :class:`ServiceError` that says what failed, where, and what to check."""
+    """Turn boto errors into a :class:`ServiceError` that says what failed, where, and what to check; what
+    they quote of the endpoint URL is redacted."""
     try:
         yield
     except NoCredentialsError:
@@ -101,15 +118,15 @@ def s3_errors(what: str) -> Iterator[None]:
         ) from None
     except EndpointConnectionError as exc:
         raise ServiceError(
-            f"{what}: cannot reach the S3 API at {_endpoint()} ({exc}). Is the store up, and is "
+            f"{what}: cannot reach the S3 API at {_endpoint()} ({_scrubbed(exc)}). Is the store up, and is "
             "AWS_ENDPOINT_URL right?"
         ) from None
     except ClientError as exc:
         err = exc.response.get("Error", {})
         code, message = err.get("Code", "?"), err.get("Message", "")
-        raise ServiceError(f"{what}: S3 at {_endpoint()} answered {code}: {message}") from None
+        raise ServiceError(f"{what}: S3 at {_endpoint()} answered {code}: {scrub(message)}") from None
     except BotoCoreError as exc:
-        raise ServiceError(f"{what}: S3 at {_endpoint()} failed: {exc}") from None
+        raise ServiceError(f"{what}: S3 at {_endpoint()} failed: {_scrubbed(exc)}") from None
 
 
 def ensure_bucket(client: S3Client, bucket: str) -> bool:

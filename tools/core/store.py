@@ -27,6 +27,7 @@ from botocore.exceptions import ClientError
 
 from tools.core.errors import ServiceError, StoreError
 from tools.core.fsutil import fsync_path
+from tools.core.redact import redact_url
 from tools.core.s3 import S3Uri, ensure_bucket, parse_s3_uri, s3_client, s3_errors
 
 if TYPE_CHECKING:
@@ -114,7 +115,8 @@ def open_store(uri: str) -> Store:
         if "\0" in path:
             raise StoreError(f"{uri!r} contains a NUL character: use {_ACCEPTED}")
         return FileStore(Path(os.path.abspath(path)))
-    raise StoreError(f"{uri!r} is not a store URI: use {_ACCEPTED}")
+    # An https://user:secret@… endpoint passed as a store: say so without the secret.
+    raise StoreError(f"{redact_url(uri)!r} is not a store URI: use {_ACCEPTED}")
 
 
 # --- file:// ---------------------------------------------------------------------------------------------

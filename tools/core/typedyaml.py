@@ -19,6 +19,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
 from tools.core.errors import ConfigError
+from tools.core.safeyaml import SafeYAML, YAMLLimitError, not_utf8, read_text
 
 __all__ = ["Loc", "Strict", "dump_model", "load_model", "parse_model", "plain", "read_mapping"]
 
@@ -165,13 +166,19 @@ def parse_model(
 def read_mapping(path: Path) -> tuple[dict[str, Any], dict[Loc, int]]:
     """Read ``path`` (YAML, a mapping at the top) into plain values and the line of every key path."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: {not_utf8(exc)}") from None
+    except YAMLLimitError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     try:
-        tree = YAML(typ="rt").load(text)
+        tree = SafeYAML(typ="rt").load(text)  # configs come through pull requests: no aliases, bounded
+    except YAMLLimitError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if tree is None:

@@ -41,6 +41,7 @@ from ruamel.yaml.error import YAMLError
 from tools.core.config import EdgeopsConfig
 from tools.core.errors import EdgeopsError
 from tools.core.log import fields
+from tools.core.safeyaml import SafeYAML, YAMLLimitError
 from tools.gitops.forge import PullRequest
 from tools.gitops.gitrepo import Repo, commit_message
 
@@ -137,7 +138,7 @@ def kustomization_path(cfg: EdgeopsConfig, ring: str) -> str:
 
 
 def _round_trip() -> YAML:
-    yaml = YAML()  # round-trip: comments, key order and quotes survive
+    yaml = SafeYAML()  # round-trip: comments, key order and quotes survive; no aliases, bounded
     yaml.width = 4096  # never fold a digest onto two lines
     yaml.preserve_quotes = True
     yaml.indent(mapping=2, sequence=4, offset=2)  # the overlays' own layout: `  - name: …`
@@ -146,7 +147,9 @@ def _round_trip() -> YAML:
 
 def _load(text: str, source: str, yaml: YAML | None = None) -> Any:
     try:
-        return (yaml or YAML(typ="safe", pure=True)).load(text)
+        return (yaml or SafeYAML(typ="safe", pure=True)).load(text)
+    except YAMLLimitError as exc:
+        raise ImageError(f"{source}: {exc}") from None
     except YAMLError as exc:
         detail = " ".join(str(exc).split())
         raise ImageError(f"{source}: not valid YAML ({detail})") from None

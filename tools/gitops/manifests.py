@@ -26,9 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 
 from tools.core.errors import ConfigError, EdgeopsError
+from tools.core.safeyaml import BUILD_OUTPUT, UPSTREAM, SafeYAML, read_text
 
 __all__ = [
     "KUBERNETES_VERSION",
@@ -78,8 +79,12 @@ def kustomize_build(path: Path, *, repo_root: Path) -> str:
     return result.stdout
 
 
-def parse_objects(text: str) -> list[dict[str, Any]]:
-    return [doc for doc in YAML(typ="safe").load_all(text) if doc]
+def parse_objects(text: str, *, source: str = "the kustomize build output") -> list[dict[str, Any]]:
+    # The output of our own overlays, which come through pull requests: no aliases, bounded, C-fast.
+    try:
+        return [doc for doc in SafeYAML(typ="safe", limits=BUILD_OUTPUT).load_all(text) if doc]
+    except YAMLError as exc:
+        raise EdgeopsError(f"{source}: not valid YAML ({' '.join(str(exc).split())})") from None
 
 
 # --- CRD schemas --------------------------------------------------------------------------------------------
@@ -111,7 +116,8 @@ def load_crd_schemas(folder: Path) -> dict[tuple[str, str], dict[str, Any]]:
     """
     found: list[tuple[str, str, str, dict[str, Any]]] = []  # (group, version, kind, openAPIV3Schema)
     for path in sorted(folder.rglob("*.yaml")):
-        for doc in YAML(typ="safe").load_all(path.read_text()):
+        # Upstream files an operator points to: the same refusals, caps sized for MiBs of schema.
+        for doc in SafeYAML(typ="safe", limits=UPSTREAM).load_all(read_text(path, UPSTREAM)):
             if not doc or doc.get("kind") != "CustomResourceDefinition":
                 continue
             group, kind = doc["spec"]["group"], doc["spec"]["names"]["kind"]

@@ -22,10 +22,10 @@ import re
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from tools.artifacts.bundle import BundleError, parse_version
+from tools.core.safeyaml import SafeYAML
 from tools.gitops.gitrepo import Repo
 
 __all__ = [
@@ -95,7 +95,7 @@ def revoked(repo: Repo, ref: str) -> dict[str, dict[str, Any]]:
         record: dict[str, Any] = {"version": version, "path": path}
         text = repo.show(ref, path) or ""
         try:
-            doc = YAML(typ="safe", pure=True).load(text)
+            doc = SafeYAML(typ="safe", pure=True).load(text)  # from a PR: no aliases, bounded
         except YAMLError as exc:
             doc = None
             record["error"] = f"not valid YAML ({' '.join(str(exc).split())})"
