@@ -182,6 +182,8 @@ def export_run(run_dir: Path, snapshot_dir: Path | None = None) -> dict[str, Any
     snap = load_snapshot(Path(snapshot_dir or run["snapshot"]["path"]), spec, torch.device("cpu"))
     test_idx = snap.index(2) if len(snap.index(2)) else snap.index(1)
     out = run_dir / "export"
+    if out.exists() and not out.is_dir():
+        raise EdgeopsError(f"{out} is a file; export writes its files into that folder: move the file away")
     out.mkdir(exist_ok=True)
     onnx_path = export_onnx(model, out / "model.onnx", spec)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])

@@ -11,6 +11,11 @@ role needs only SELECT, INSERT, UPDATE on it), so the runtime backend sees it; `
 folder is written last. Publishing is idempotent end to end: run again after any failure (an upload cut
 short, the signature missing, the registry down) it finishes what is missing in the version that already
 holds this model, and names that version; the same model published whole is a no-op that says so.
+
+It finishes only what it can prove and never changes a stored object: a missing file whose bytes
+``SHA256SUMS`` lists, a missing ``SHA256SUMS`` or signature. A version that holds this model but is damaged
+(a file that no longer matches ``SHA256SUMS``, a signature that verifies under none of the trusted keys, an
+unreadable ``SHA256SUMS``) is never called identical: publish refuses, names what is wrong and what to do.
 """
 
 from __future__ import annotations
@@ -28,16 +33,19 @@ import psycopg2.errors
 from tools.artifacts.bundle import (
     SIGNATURE_FILE,
     SUMS_FILE,
+    BundleError,
     bundle_prefix,
     list_versions,
     next_version,
     parse_sha256sums,
     publish_bundle,
+    sha256sums,
 )
-from tools.core.errors import EdgeopsError, ServiceError
+from tools.core.errors import EdgeopsError, ServiceError, StoreError
 from tools.core.fsutil import write_atomic
 from tools.core.pg import connect, describe_dsn
-from tools.core.store import open_store
+from tools.core.signing import SignatureError, TrustedKeys, describe_keys, key_id, verify
+from tools.core.store import Store, open_store
 from training.card import build_card, render_card
 
 __all__ = ["PublishOutcome", "publish_run"]
@@ -60,7 +68,13 @@ def _digest(data: bytes) -> dict[str, Any]:
 def _register(dsn: str | None, card: dict[str, Any], uri: str) -> bool:
     """Upsert the version into ``model_versions`` (idempotent). The table is made by ``edgeops db migrate``;
     the publish role needs only SELECT, INSERT, UPDATE on it (docs/database.md)."""
-    conn = connect(dsn)
+    try:
+        conn = connect(dsn)
+    except ServiceError as exc:
+        raise ServiceError(
+            f"registering {card['version']}: {exc}. The bundle is published; once PostgreSQL answers, run "
+            "publish again: it registers the version and writes published.json"
+        ) from None
     try:
         with conn, conn.cursor() as cur:
             cur.execute(
@@ -107,33 +121,110 @@ def _with_card(
     return full, card
 
 
-def _resumable(
-    store: Any, versions: list[str], files: dict[str, bytes], run_dir: Path, gpu_hour_usd: float
-) -> tuple[str, dict[str, bytes], dict[str, Any]] | None:
-    """A version that already holds this model, finished or not: (version, its files, its card).
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
-    A finished one (SHA256SUMS written) holds it when its sums match our content files; its own card is kept
-    (bytes as stored), and a missing signature is added. An unfinished one (a publish interrupted before
-    SHA256SUMS) holds it when every file it has is what this publish would write as that version.
+
+def _damaged(folder: str, version: str, problems: list[str]) -> BundleError:
+    return BundleError(
+        f"{folder} holds this model but is damaged: {'; '.join(problems)}. Publish adds only what it can "
+        f"prove (a missing file whose bytes {SUMS_FILE} lists, a missing signature) and never changes a "
+        f"stored object, so it cannot finish {version}; `edgeops verify` refuses it, and no node installs "
+        "it. Find out how it changed (an edit in the store, a key that is not trusted), then delete "
+        f"{folder} from the store and run publish again: it writes {version} whole"
+    )
+
+
+def _signature_problem(store: Store, prefix: str, sums: bytes, keys: TrustedKeys) -> str | None:
+    """Why the stored signature does not sign ``sums`` under ``keys`` (None: it does)."""
+    raw = store.get(f"{prefix}/{SIGNATURE_FILE}")
+    try:
+        verify(keys, sums, raw.decode("ascii").strip())
+    except UnicodeDecodeError:
+        return f"{SIGNATURE_FILE} is not ASCII text"
+    except SignatureError as exc:
+        return f"{SIGNATURE_FILE} does not sign {SUMS_FILE} under the trusted {describe_keys(keys)} ({exc})"
+    return None
+
+
+def _resumable(
+    store: Store,
+    versions: list[str],
+    files: dict[str, bytes],
+    run_dir: Path,
+    gpu_hour_usd: float,
+    *,
+    keys: TrustedKeys,
+) -> tuple[str, dict[str, bytes], dict[str, Any]] | None:
+    """A version that already holds this model, finished or not: (version, its files, its card); None when
+    no version does. :class:`BundleError` when one does but is damaged (it cannot be finished).
+
+    A finished one (SHA256SUMS written) holds it when its sums list our content files; its own card is kept
+    (bytes as stored). It may lack a file SHA256SUMS lists (we have its bytes: ours, or a card this run
+    rebuilds byte for byte) and the signature; every stored file must match SHA256SUMS, and a stored
+    signature must verify under ``keys``. An unfinished one (a publish interrupted before SHA256SUMS) holds
+    it when every file it has is what this publish would write as that version.
     """
-    ours = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+    ours = {name: _sha(data) for name, data in files.items()}
     for existing in reversed(versions):
         prefix = bundle_prefix(existing)
+        folder = store.url(prefix) + "/"
         present = {key[len(prefix) + 1 :] for key in store.list(prefix)}
+
+        def same(names: Any, expected: dict[str, bytes], prefix: str = prefix) -> bool:
+            """Every stored file of ``names`` holds ``expected``'s bytes (read lazily: the first
+            difference ends it, so another model's version costs one read)."""
+            return all(store.get(f"{prefix}/{name}") == expected[name] for name in sorted(names))
+
         if SUMS_FILE in present:
-            sums = parse_sha256sums(store.get(f"{prefix}/{SUMS_FILE}"))
-            if all(sums.get(name) == digest for name, digest in ours.items()) and set(sums) >= set(ours):
-                stored = {name: store.get(f"{prefix}/{name}") for name in sums if name not in files}
-                card = json.loads(stored["model.json"]) if "model.json" in stored else {}
-                return existing, {**files, **stored}, card
-            continue
+            raw_sums = store.get(f"{prefix}/{SUMS_FILE}")
+            try:
+                sums = parse_sha256sums(raw_sums)
+            except BundleError as exc:
+                if files.keys() <= present and same(files, files):
+                    raise _damaged(folder, existing, [str(exc)]) from None
+                continue  # another model's damaged version: its number stays taken
+            if not all(sums.get(name) == digest for name, digest in ours.items()):
+                continue
+            full = dict(files)
+            problems: list[str] = []
+            rebuilt: dict[str, bytes] | None = None
+            for name in sorted(sums.keys() - files.keys()):
+                if name in present:
+                    full[name] = store.get(f"{prefix}/{name}")
+                    continue
+                if rebuilt is None:
+                    rebuilt = _with_card(files, existing, run_dir, gpu_hour_usd)[0]
+                if name in rebuilt and _sha(rebuilt[name]) == sums[name]:
+                    full[name] = rebuilt[name]  # this run makes the same bytes: provably the missing file
+                else:
+                    problems.append(
+                        f"{name} is missing, and this run makes other bytes than {SUMS_FILE} lists"
+                    )
+            extra = sorted(present - sums.keys() - {SUMS_FILE, SIGNATURE_FILE})
+            if extra:
+                problems.append(f"it has files {SUMS_FILE} does not list ({', '.join(extra)})")
+            for name in sorted(present & sums.keys()):
+                data = full[name] if name not in files else store.get(f"{prefix}/{name}")
+                if _sha(data) != sums[name]:
+                    problems.append(f"{name} does not match {SUMS_FILE} (changed in the store)")
+            if not problems and sha256sums(full) != raw_sums:
+                problems.append(f"{SUMS_FILE} is not the list publish writes for these files")
+            if not problems and SIGNATURE_FILE in present:
+                why = _signature_problem(store, prefix, raw_sums, keys)
+                if why is not None:
+                    problems.append(why)
+            if problems:
+                raise _damaged(folder, existing, problems)
+            card = json.loads(full["model.json"]) if "model.json" in full else {}
+            return existing, full, card
         planned, card = _with_card(files, existing, run_dir, gpu_hour_usd)
         content = present - {SIGNATURE_FILE}
-        if (
-            content
-            and content <= planned.keys()
-            and all(store.get(f"{prefix}/{name}") == planned[name] for name in content)
-        ):
+        if content and content <= planned.keys() and same(content, planned):
+            if SIGNATURE_FILE in present:  # a signature without SHA256SUMS: it must sign what we will write
+                why = _signature_problem(store, prefix, sha256sums(planned), keys)
+                if why is not None:
+                    raise _damaged(folder, existing, [why])
             return existing, planned, card
     return None
 
@@ -145,7 +236,11 @@ def publish_run(
     private_key: Any,
     gpu_hour_usd: float,
     dsn: str | None = None,
+    trusted_keys: TrustedKeys | None = None,
 ) -> PublishOutcome:
+    """Publish ``run_dir``'s model to ``store_uri`` (see the module docstring). ``trusted_keys``: the
+    project's release-signing keys (``signing.public_key``); a signature already in the store is kept when
+    one of them (or ``private_key``'s own) made it, as after a key rotation."""
     evaluation_path = run_dir / "evaluation.json"
     export_dir = run_dir / "export"
     if not evaluation_path.is_file():
@@ -168,11 +263,13 @@ def publish_run(
         files[plan.name] = plan.read_bytes()
     run = json.loads((run_dir / "run.json").read_text())
 
+    public = private_key.public_key()
+    keys = {key_id(public): public, **(trusted_keys or {})}
     store = open_store(store_uri)
     versions = list_versions(store)
     # A re-run after any failure (upload interrupted, registry down, nothing done) ends in the same state:
     # the bundle whole and signed, the registry row, published.json.
-    resumed = _resumable(store, versions, files, run_dir, gpu_hour_usd)
+    resumed = _resumable(store, versions, files, run_dir, gpu_hour_usd, keys=keys)
     if resumed is not None:
         version, full, card = resumed
     else:
@@ -190,16 +287,25 @@ def publish_run(
     if "model.json" in full:
         write_atomic(run_dir / "model.json", full["model.json"], durable=False)
 
-    result = publish_bundle(store, version, full, private_key)
+    prefix = bundle_prefix(version)
+    uri = store.url(prefix) + "/"
+    present = {key[len(prefix) + 1 :] for key in store.list(prefix)} if resumed is not None else set()
+    if resumed is not None and present == full.keys() | {SUMS_FILE, SIGNATURE_FILE}:
+        outcome = "identical"  # _resumable checked every stored file and the signature
+    else:
+        try:
+            outcome = publish_bundle(store, version, full, private_key).outcome
+        except (ServiceError, StoreError) as exc:
+            raise type(exc)(
+                f"{exc}. The bundle {uri} is incomplete, so no node installs it; once that is fixed, run the "
+                f"same publish again: it finishes {version}"
+            ) from None
     if resumed is not None:
-        done = "nothing to do" if result.outcome == "identical" else "finished what an earlier run left out"
-        log.info(
-            f"this model is already published as {version}: {done}", extra={"fields": {"uri": result.uri}}
-        )
+        done = "nothing to do" if outcome == "identical" else "finished what an earlier run left out"
+        log.info(f"this model is already published as {version}: {done}", extra={"fields": {"uri": uri}})
     registered = False
     if dsn is not None:
-        registered = _register(dsn, card or json.loads(full["model.json"]), result.uri)
-    published = {"version": version, "bundle": result.uri, "interface": run["interface"]}
+        registered = _register(dsn, card or json.loads(full["model.json"]), uri)
+    published = {"version": version, "bundle": uri, "interface": run["interface"]}
     write_atomic(run_dir / "published.json", json.dumps(published, indent=2) + "\n")
-    outcome = "identical" if resumed is not None and result.outcome == "identical" else result.outcome
-    return PublishOutcome(version, result.uri, outcome, registered)
+    return PublishOutcome(version, uri, outcome, registered)

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from tools.core.errors import EdgeopsError
+from tools.core.fsutil import output_folder
 from tools.core.git import git_commit
 from tools.core.log import fields
 from training.checkpoint import flatten_optimizer, load_checkpoint, save_checkpoint, unflatten_optimizer
@@ -496,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # every rank builds the same effective config: the file, its base: chain, then each --set in order
         cfg = load_training_config(Path(args.config) if args.config else None, overrides=args.overrides)
-        train(Path(args.snapshot), cfg, Path(args.out), resume=args.resume)
+        train(Path(args.snapshot), cfg, output_folder(args.out, "--out"), resume=args.resume)
     except EdgeopsError as exc:
         log.error(str(exc))
         return exc.exit_code

@@ -14,8 +14,10 @@ from tools.cli._common import Formatter, add_overrides, log, positive_int, proje
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from tools.core.fsutil import output_folder
     from training.config import DEFAULT_CONFIG, load_training_config
 
+    output_folder(args.out, "--out")  # here, not inside N workers
     config = Path(args.training_config) if args.training_config else DEFAULT_CONFIG
     cfg = load_training_config(config, overrides=args.overrides)  # fail here, not inside N workers
     if args.nproc == 1:
@@ -71,17 +73,20 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from tools.core.signing import load_private_key
+    from tools.core.signing import load_private_key, load_public_keys
     from training.publish import publish_run
 
     proj = project(args)
     dsn = args.pg or os.environ.get("EDGEOPS_PG_DSN")
+    # The trusted set (two keys while one rotates): a bundle signed by the outgoing key is kept as it is.
+    trusted = load_public_keys(proj.public_key_path) if proj.public_key_path.is_file() else None
     outcome = publish_run(
         Path(args.run),
         proj.store_uri(args.store),
         private_key=load_private_key(),
         gpu_hour_usd=proj.cfg.cost.gpu_hour_usd,
         dsn=dsn,
+        trusted_keys=trusted,
     )
     registry = "registered in model_versions" if outcome.registered else "no registry DSN: not registered"
     log.info(f"{outcome.outcome} {outcome.version} at {outcome.uri} ({registry})")

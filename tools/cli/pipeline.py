@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from tools.cli._common import Formatter, add_overrides, positive_int, project
@@ -15,10 +14,12 @@ STEPS = "snapshot, train, evaluate, export, publish, propose"  # pipelines/dag.p
 
 def cmd_run(args: argparse.Namespace) -> int:
     from pipelines.runner import RunOptions, run_pipeline
+    from tools.core.fsutil import output_folder
 
+    run_dir = output_folder(args.run_dir, "--run-dir")
     return run_pipeline(
         RunOptions(
-            run_dir=Path(args.run_dir), config=args.config, training_config=args.training_config,
+            run_dir=run_dir, config=args.config, training_config=args.training_config,
             overrides=tuple(args.overrides), source=args.source, data_path=args.data_path, cache=args.cache,
             limit=args.limit,
             store=args.store, ring=args.ring, nproc=args.nproc, until=args.until, only=args.only,
@@ -29,8 +30,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_render(args: argparse.Namespace) -> int:
     from pipelines.argo import render_files
+    from tools.core.fsutil import output_folder
 
-    out = Path(args.out) if args.out else project(args).root / "pipelines" / "argo"
+    out = output_folder(args.out, "--out") if args.out else project(args).root / "pipelines" / "argo"
     changed = render_files(out, check=args.check)
     if args.check:
         for path in changed:

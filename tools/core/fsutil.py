@@ -8,7 +8,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-__all__ = ["fsync_path", "replace_folder", "sha256_file", "write_atomic"]
+from tools.core.errors import EdgeopsError
+
+__all__ = ["fsync_path", "output_folder", "replace_folder", "sha256_file", "write_atomic"]
 
 _CHUNK = 1 << 20  # 1 MiB: large enough for hashlib's speed, small enough to stream any file
 
@@ -71,3 +73,25 @@ def replace_folder(new: Path, out: Path) -> None:
     fsync_path(out.parent)
     if moved:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def output_folder(path: Path | str, flag: str) -> Path:
+    """``path``, given to an output-folder flag (``--out``), checked before anything is written to it: an
+    :class:`EdgeopsError` saying what to do when it is a file, lies inside a file or is not writable. The
+    folder itself is not made here (the writer makes it, so a command that fails first leaves nothing)."""
+    out = Path(path)
+    rule = "name a folder (it is created)"
+    if out.is_symlink() and not out.exists():
+        raise EdgeopsError(f"{flag} {out} is a link to nothing ({os.readlink(out)}); {rule}")
+    if out.exists() and not out.is_dir():
+        raise EdgeopsError(f"{flag} {out} is a file; {rule}")
+    nearest = out.absolute()
+    while not nearest.exists():
+        nearest = nearest.parent
+    if not nearest.is_dir():
+        raise EdgeopsError(f"{flag} {out}: {nearest} is a file, so no folder can be made inside it; {rule}")
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise EdgeopsError(
+            f"{flag} {out}: this user cannot write in {nearest}; name a folder you can write in (it is made)"
+        )
+    return out

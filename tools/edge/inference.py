@@ -54,7 +54,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, I
 
 from tools.core.errors import ConfigError, EdgeopsError
 from tools.core.log import fields, setup_logging
-from tools.edge.updater import CURRENT, MARKER, _listen_address
+from tools.edge.updater import CURRENT, MARKER, _listen_address, listen_error
 
 __all__ = [
     "DEFAULT_POLL_INTERVAL",
@@ -441,7 +441,8 @@ def _marker_interface(folder: Path) -> str | None:
 
 
 def serve_http(service: InferenceService, host: str, port: int) -> ThreadingHTTPServer:
-    """Serve the service in a daemon thread; ``server.server_address[1]`` is the port when ``port`` is 0."""
+    """Serve the service in a daemon thread; ``server.server_address[1]`` is the port when ``port`` is 0.
+    An address that cannot be bound is an :class:`EdgeopsError` saying what to do (``listen_error``)."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -512,7 +513,10 @@ def serve_http(service: InferenceService, host: str, port: int) -> ThreadingHTTP
         daemon_threads = True
         address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
-    server = Server((host, port), Handler)
+    try:
+        server = Server((host, port), Handler)
+    except OSError as exc:
+        raise listen_error(exc, host, port) from None
     threading.Thread(target=server.serve_forever, name="inference-http", daemon=True).start()
     return server
 

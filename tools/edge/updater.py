@@ -52,6 +52,13 @@ A download that S3 refuses with ``RequestTimeTooSkewed`` (the node's clock is mo
 store's; the request signature carries the time) is reason "clock_skew", not "download", with the size of
 the skew when the error's ``ServerTime``/``RequestTime`` or the response's ``Date`` tell it.
 
+Every download of a bundle has an overall deadline, :func:`download_deadline`: ``max(--download-deadline,
+bundle bytes / --download-min-rate)``, by default at least 120 s and as long as 64 KiB/s needs (a 10 MiB
+bundle: 160 s). A store that answers a trickle (or nothing) keeps no reconcile past it, so a rollback never
+waits behind a stuck download: the download stops (S3 bodies are read in chunks by a worker thread whose
+socket is cut at the deadline), its ``.partial`` folder is deleted, ``current`` stays, and the reason
+"deadline" is logged and counted; the next loop tries again.
+
 Outside its wave (or while waiting for a window) a node prefetches the announced release into its cache,
 :func:`prefetch_delay` seconds after it first saw it (``--prefetch-spread``): a stable per-node share of the
 spread, so the fleet's downloads do not all start at the same instant.
@@ -101,6 +108,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 import numpy as np
+from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -114,12 +122,13 @@ from prometheus_client import (
 
 from tools.artifacts.bundle import FileEntry, parse_version
 from tools.artifacts.release import Release, ReleaseError, ReleaseSignatureError, load_release, verify_release
-from tools.core.errors import ConfigError, EdgeopsError
+from tools.core.errors import ConfigError, EdgeopsError, StoreError
 from tools.core.fsutil import fsync_path, sha256_file, write_atomic
 from tools.core.log import fields, setup_logging
 from tools.core.names import INTERFACE, VERSION
+from tools.core.s3 import s3_errors
 from tools.core.signing import SignatureError, TrustedKeys, public_keys_from_pem, trusted_keys
-from tools.core.store import Store, open_store
+from tools.core.store import S3Store, Store, open_store
 from tools.core.windows import any_open, parse_windows
 
 __all__ = [
@@ -135,7 +144,9 @@ __all__ = [
     "UpdaterError",
     "add_run_arguments",
     "build_parser",
+    "download_deadline",
     "golden_check",
+    "listen_error",
     "main",
     "prefetch_delay",
     "run",
@@ -172,6 +183,7 @@ FAILURE_REASONS = (
     "interface",  # the release's (or the model card's) interface is not accepted
     "download",  # the store could not be read (network, credentials, missing object)
     "clock_skew",  # the store refused the request's time (S3 RequestTimeTooSkewed): fix the node's clock
+    "deadline",  # a bundle download ran past its overall deadline (a link slower than --download-min-rate)
     "digest",  # a downloaded or cached file does not match the signed size/sha256
     "golden",  # the model does not load or does not reproduce golden.json
     "io",  # the model root could not be written (disk full, permissions)
@@ -226,6 +238,60 @@ def prefetch_delay(node: str, version: str, spread_seconds: float) -> float:
     digest = hashlib.sha256(f"{node}\0{version}".encode()).digest()
     fraction = (int.from_bytes(digest[:8], "big") >> 11) / 2**53  # 53 bits: exactly representable, < 1
     return min(fraction * spread_seconds, math.nextafter(spread_seconds, 0.0))
+
+
+# The overall deadline of one bundle download: at least DEFAULT_DOWNLOAD_DEADLINE seconds, and as long as
+# the bundle takes at DEFAULT_DOWNLOAD_MIN_RATE. 64 KiB/s is half a 1 Mbit/s cellular uplink shared with the
+# node's other traffic: a link slower than that for a whole bundle is stuck rather than slow, and while a
+# download runs the loop cannot act on a rollback. Both are flags (--download-deadline, --download-min-rate).
+DEFAULT_DOWNLOAD_DEADLINE = 120.0
+DEFAULT_DOWNLOAD_MIN_RATE = 64 * 1024  # bytes per second
+_DOWNLOAD_CHUNK = 1 << 20  # S3 bodies are read in 1 MiB chunks, so a cancelled download stops between two
+_MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchBucket"})  # as tools/core/store.py
+_STALL_TIMEOUT = 60.0  # one socket read waits at most this long (botocore's read_timeout, tools/core/s3.py)
+
+
+def download_deadline(total_bytes: int, floor: float, min_rate: float) -> float:
+    """Seconds a download of ``total_bytes`` may take: ``max(floor, total_bytes / min_rate)``."""
+    return max(floor, total_bytes / min_rate)
+
+
+class _DeadlineExceeded(Exception):
+    """A download's deadline has passed (never leaves this module: :meth:`Updater._stage` says why)."""
+
+
+def _read_s3(store: S3Store, key: str, limit: int, state: dict[str, Any]) -> bytes:
+    """``store.get(key)``, read in chunks: at most ``limit + 1`` bytes (more than the signed size is
+    damage, and an endless body stops there), each socket read bounded by the time left before
+    ``state["deadline"]``. The body and its length go to ``state["body"]`` and ``state["length"]`` so that
+    the waiting thread can cut its socket at the deadline (botocore's public ``set_socket_timeout``, which
+    needs a body not read to its end: the socket is gone then); ``state["got"]`` counts bytes."""
+    url = store.url(key)
+    chunks: list[bytes] = []
+    with s3_errors(f"reading {url}"):
+        try:
+            response = store.client.get_object(Bucket=store.location.bucket, Key=store.location.key(key))
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code", "")) in _MISSING_CODES:
+                raise StoreError(f"{url}: no such object (check the store URI and the version)") from None
+            raise
+        body = response["Body"]
+        wanted = min(response.get("ContentLength", limit + 1), limit + 1)
+        state["length"], state["body"] = wanted, body
+        try:
+            while state["got"] < wanted:
+                left = state["deadline"] - time.monotonic()
+                if state["cancelled"].is_set() or left <= 0:
+                    raise _DeadlineExceeded
+                body.set_socket_timeout(min(_STALL_TIMEOUT, max(left, 0.05)))
+                chunk = body.read(min(_DOWNLOAD_CHUNK, wanted - state["got"]))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                state["got"] += len(chunk)
+        finally:
+            body.close()
+    return b"".join(chunks)
 
 
 # --- file system helpers ------------------------------------------------------------------------------------
@@ -483,6 +549,8 @@ class Updater:
     at, as local time (``datetime.fromtimestamp``: the pod's ``TZ``), and the time a prefetch's delay runs
     on. ``prefetch_spread``: an announced release this node does not run yet is prefetched
     :func:`prefetch_delay` seconds (in [0, spread)) after this process first saw it; 0 prefetches at once.
+    ``download_deadline`` (seconds) and ``download_min_rate`` (bytes/s): a bundle download stops after
+    :func:`download_deadline` of its size (reason "deadline"; the next reconcile tries again).
     """
 
     def __init__(  # noqa: PLR0917 - the fleet simulator's documented call shape
@@ -500,6 +568,8 @@ class Updater:
         reload_timeout: float = 5.0,
         clock: Callable[[], float] = time.time,
         prefetch_spread: float = 0.0,
+        download_deadline: float = DEFAULT_DOWNLOAD_DEADLINE,
+        download_min_rate: float = DEFAULT_DOWNLOAD_MIN_RATE,
     ) -> None:
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
             raise ConfigError(f"keep must be an integer ≥ 1 (versions kept on the node), not {keep!r}")
@@ -521,6 +591,13 @@ class Updater:
             raise ConfigError(
                 f"prefetch spread {prefetch_spread!r}: give a number of seconds ≥ 0 (0: prefetch at once)"
             )
+        for flag, value in (
+            ("download_deadline", download_deadline),
+            ("download_min_rate", download_min_rate),
+        ):
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if not (number and math.isfinite(value) and value > 0):
+                raise ConfigError(f"{flag} {value!r}: give a positive number")
         crash_at = os.environ.get(CRASH_ENV)
         if crash_at and crash_at not in CRASH_STEPS:
             raise ConfigError(f"{CRASH_ENV}={crash_at!r} is not one of {', '.join(CRASH_STEPS)}")
@@ -533,6 +610,8 @@ class Updater:
         self.reload_url = reload_url
         self.node = node
         self.prefetch_spread = float(prefetch_spread)
+        self.download_deadline = float(download_deadline)  # seconds: the least time a bundle download gets
+        self.download_min_rate = float(download_min_rate)  # bytes/s: a bigger bundle gets bytes / this
         self._clock = clock
         self._store_opener = store_opener
         self._stores: dict[str, Store] = {}
@@ -608,6 +687,10 @@ class Updater:
 
         try:
             self.root.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise UpdaterError(
+                "io", f"the model root {self.root} is a file, or inside one; name a folder (it is created)"
+            ) from None
         except OSError as exc:
             raise UpdaterError("io", f"cannot create the model root {self.root} ({exc.strerror})") from None
         if lock:
@@ -1163,10 +1246,23 @@ class Updater:
         partial.mkdir(mode=0o755)
         try:
             store = self._store(release.store_uri)
+            total = sum(entry["bytes"] for entry in release.files.values())
+            limit = download_deadline(total, self.download_deadline, self.download_min_rate)
+            deadline = time.monotonic() + limit
             for index, (name, entry) in enumerate(sorted(release.files.items())):
                 key = release.object_key(name)
                 try:
-                    data = store.get(key)
+                    data = self._fetch(store, key, entry["bytes"], deadline)
+                except _DeadlineExceeded:
+                    raise UpdaterError(
+                        "deadline",
+                        f"downloading {release.bundle} ({total} bytes) ran past its deadline of {limit:.0f} "
+                        f"s (at least --download-deadline {self.download_deadline:g} s, else the time "
+                        f"--download-min-rate {self.download_min_rate / 1024:g} KiB/s needs); stopped "
+                        f"during {name}. The node keeps its model and tries again on its next loop; a link "
+                        "this slow needs a lower --download-min-rate",
+                        refused=False,
+                    ) from None
                 except EdgeopsError as exc:  # StoreError, ServiceError: network, credentials, missing object
                     skew = _clock_skew(exc)
                     if skew is not None:
@@ -1217,6 +1313,51 @@ class Updater:
                 _remove(partial)
             raise
         return partial
+
+    def _fetch(self, store: Store, key: str, size: int, deadline: float) -> bytes:
+        """The object's bytes, or :class:`_DeadlineExceeded` at ``deadline`` (``time.monotonic()``).
+
+        A worker thread reads (an S3 body in chunks, see :func:`_read_s3`; any other store by ``get``), and
+        this one waits for it until the deadline, counting progress as the loop's activity (liveness). At
+        the deadline the worker's socket is cut: it stops at its next read and its bytes are dropped; a
+        worker that gets no body at all (a store that never answers) ends with botocore's own timeouts.
+        """
+        if time.monotonic() >= deadline:  # the files before this one took all the time
+            raise _DeadlineExceeded
+        state: dict[str, Any] = {"deadline": deadline, "got": 0, "cancelled": threading.Event()}
+        result: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                if isinstance(store, S3Store):
+                    result["data"] = _read_s3(store, key, size, state)
+                else:
+                    result["data"] = store.get(key)
+            except Exception as exc:  # noqa: BLE001 - handed to the waiting thread, which re-raises it
+                result["error"] = exc
+
+        worker = threading.Thread(target=work, name="updater-download", daemon=True)
+        worker.start()
+        seen = 0
+        while worker.is_alive():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            worker.join(min(left, 1.0))
+            if state["got"] != seen:  # bytes arrived: the loop is progressing
+                seen = state["got"]
+                self.last_activity = time.monotonic()
+        if worker.is_alive() or ("error" in result and time.monotonic() >= deadline):
+            state["cancelled"].set()
+            body = state.get("body")
+            if body is not None and state["got"] < state["length"]:
+                with contextlib.suppress(Exception):  # the worker may be closing it right now
+                    body.set_socket_timeout(0.001)  # its next socket read fails at once
+            raise _DeadlineExceeded
+        if "error" in result:
+            raise result["error"]
+        data: bytes = result["data"]
+        return data
 
     def _promote(self, partial: Path, vdir: Path) -> None:
         """``<version>.partial`` → ``<version>``, durably (a version already there is moved aside first)."""
@@ -1341,6 +1482,8 @@ def serve_http(
     """Serve ``/ready``, ``/healthz`` (liveness: ``alive``) and ``/metrics`` in a daemon thread.
 
     Returns the server (``server.server_address[1]`` is the port when ``port`` is 0); ``shutdown()`` stops it.
+    An address that cannot be bound (in use, not this machine's) is an :class:`EdgeopsError` saying what to
+    do.
     """
 
     class Handler(BaseHTTPRequestHandler):
@@ -1371,9 +1514,31 @@ def serve_http(
         daemon_threads = True
         address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
-    server = Server((host, port), Handler)
+    try:
+        server = Server((host, port), Handler)
+    except OSError as exc:
+        raise listen_error(exc, host, port) from None
     threading.Thread(target=server.serve_forever, name="updater-http", daemon=True).start()
     return server
+
+
+def listen_error(exc: OSError, host: str, port: int) -> EdgeopsError:
+    """What to do when ``--listen HOST:PORT`` cannot be bound (for the updater and the inference service)."""
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        why = (
+            "address already in use; pick another --listen port, or stop the process holding it "
+            f"(`ss -ltnp 'sport = :{port}'` names it)"
+        )
+    elif exc.errno == errno.EADDRNOTAVAIL:
+        why = f"{host} is not an address of this machine; listen on 0.0.0.0 (all interfaces) or on one it has"
+    elif exc.errno == errno.EACCES:
+        why = "permission denied; ports below 1024 need privileges: pick a port of 1024 or more"
+    elif isinstance(exc, socket.gaierror):
+        why = f"{host!r} does not resolve to an address; give an IP address such as 0.0.0.0 or 127.0.0.1"
+    else:
+        why = f"{exc.strerror or exc}; check the --listen address"
+    return EdgeopsError(f"cannot listen on {where}: {why}")
 
 
 # --- the loop and the command line --------------------------------------------------------------------------
@@ -1400,6 +1565,8 @@ def run(
     listen: tuple[str, int] | None = None,
     retry_refused: float = 600.0,
     prefetch_spread: float = 0.0,
+    download_deadline: float = DEFAULT_DOWNLOAD_DEADLINE,
+    download_min_rate: float = DEFAULT_DOWNLOAD_MIN_RATE,
     stop: threading.Event | None = None,
 ) -> int:
     """The agent: reconcile every ``interval`` seconds (re-reading the release file) until ``stop``/SIGTERM.
@@ -1416,8 +1583,9 @@ def run(
     stop = stop or threading.Event()
     node = os.environ.get("NODE_NAME", "")
     updater = Updater(
-        root, trust, accept_interfaces, keep, reload_url, node=node, prefetch_spread=prefetch_spread
-    )
+        root, trust, accept_interfaces, keep, reload_url, node=node, prefetch_spread=prefetch_spread,
+        download_deadline=download_deadline, download_min_rate=download_min_rate,
+    )  # fmt: skip
     stale_after = max(10 * interval, 600.0)
 
     def alive() -> tuple[bool, str]:
@@ -1555,6 +1723,22 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "0: at once). A node inside its wave installs at once",
     )
     parser.add_argument(
+        "--download-deadline",
+        type=float,
+        default=DEFAULT_DOWNLOAD_DEADLINE,
+        metavar="SECONDS",
+        help="a bundle download stops after max(SECONDS, its size / --download-min-rate) and is tried again "
+        f"on the next loop (reason deadline; default {DEFAULT_DOWNLOAD_DEADLINE:g})",
+    )
+    parser.add_argument(
+        "--download-min-rate",
+        type=float,
+        default=DEFAULT_DOWNLOAD_MIN_RATE / 1024,
+        metavar="KIB_PER_S",
+        help="the slowest link a bundle download waits for, in KiB/s "
+        f"(default {DEFAULT_DOWNLOAD_MIN_RATE // 1024}); see --download-deadline",
+    )
+    parser.add_argument(
         "--once",
         action="store_true",
         help="one reconcile, then exit: 0 on the desired version (or idle, or keeping a healthy model "
@@ -1584,6 +1768,12 @@ def run_from_args(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--prefetch-spread {args.prefetch_spread:g}: give a number of seconds ≥ 0 (0: prefetch at once)"
         )
+    for flag, value in (
+        ("--download-deadline", args.download_deadline),
+        ("--download-min-rate", args.download_min_rate),
+    ):
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"{flag} {value:g}: give a positive number")
     return run(
         release_path=args.release,
         root=args.root,
@@ -1596,6 +1786,8 @@ def run_from_args(args: argparse.Namespace) -> int:
         listen=args.listen,
         retry_refused=args.retry_refused,
         prefetch_spread=args.prefetch_spread,
+        download_deadline=args.download_deadline,
+        download_min_rate=args.download_min_rate * 1024,
     )
 
 
