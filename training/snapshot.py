@@ -22,6 +22,11 @@ temp file, fsynced and renamed, so an interrupted download never becomes an entr
 every read. Throttling and transient errors are retried by botocore's standard retry mode; a store or
 database that stays down fails the run with a clear error and leaves ``--out`` untouched (the folder is
 built beside it and renamed into place only when complete).
+
+Hostile input is a reject of one record, never the end of the run: whatever :func:`parse_ldo` refuses, an
+object above :func:`max_ldo_bytes`, and in a folder special files, symbolic links leading out of it, and
+ids that more than one file claims (every copy is rejected: their labels may disagree, and picking one
+would make the snapshot depend on file names).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import queue
 import re
@@ -55,7 +61,7 @@ from tools.core.pg import connect, describe_dsn
 from tools.core.progress import Progress
 from tools.core.s3 import parse_s3_uri, s3_client, s3_errors
 from training.config import DataSpec
-from training.data.ldo import Ldo, parse_ldo
+from training.data.ldo import INT64_MAX, Ldo, max_ldo_bytes, parse_ldo, read_ldo_file
 
 __all__ = [
     "INDEX_QUERY",
@@ -110,7 +116,9 @@ class LdoCache:
     rebuilt from the raw object when anything is off.
     """
 
-    _MAGIC = b"LDOREC1\n"
+    # Version 2: records are validated by stricter rules (int64 ids, UTC-representable timestamps, no
+    # duplicate keys); a record parsed by the older ones is parsed again from the raw object.
+    _MAGIC = b"LDOREC2\n"
     _HEAD = struct.Struct("<4sqqqqB")  # crc-placeholder, product, recipe, asset, created_at µs, validated
 
     def __init__(self, root: Path) -> None:
@@ -257,6 +265,7 @@ class PgS3Source:
     """The runtime backend's store: the PostgreSQL ``ldos`` index + the S3 objects it names."""
 
     kind = "pg+s3"
+    itersize = 2000  # index rows per round trip of the server-side cursor
 
     def __init__(self, *, dsn: str | None, s3_uri: str, cache: LdoCache, workers: int = 32) -> None:
         self.dsn = dsn
@@ -272,7 +281,7 @@ class PgS3Source:
     def _rows(self, conn: Any, limit: int) -> Iterator[tuple[str, str, str | None, datetime]]:
         # A named cursor streams rows from the server in batches instead of loading the whole result.
         with conn.cursor(name="edgeops_snapshot") as cur:
-            cur.itersize = 2000
+            cur.itersize = self.itersize
             cur.execute(INDEX_QUERY, (limit,))
             yield from cur
 
@@ -303,6 +312,10 @@ class PgS3Source:
                     if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                         return None, ("(object)", f"missing in the store: {where}"), None
                     raise
+                size, limit = int(resp.get("ContentLength") or 0), max_ldo_bytes(spec)
+                if size > limit:  # not read: one such object per thread would hold gigabytes
+                    resp["Body"].close()
+                    return None, ("(object)", f"{size} bytes, above the limit of {limit} for one LDO"), None
                 body: bytes = resp["Body"].read()
             got = str(resp.get("ETag", "")).strip('"')
             if etag is not None and got and got != etag:
@@ -340,7 +353,20 @@ class PgS3Source:
                     ) from None
                 self.stats.indexed = int(cur.fetchone()[0])
             conn.rollback()
-            yield from self._fetch_rows(conn, limit, spec, progress)
+            try:
+                yield from self._fetch_rows(conn, limit, spec, progress)
+            except psycopg2.Error as exc:
+                cause: BaseException = exc
+                while isinstance(cause.__context__, psycopg2.Error):  # a cursor's close failing after it
+                    cause = cause.__context__
+                first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+                what = "the connection was lost" if conn.closed else "it failed"
+                raise ServiceError(
+                    f"reading the ldos index from PostgreSQL at {describe_dsn(conn.dsn)}: {what} "
+                    f"mid-stream: {first}. Nothing was written to the snapshot folder. Run the same command "
+                    "again once the database answers: objects fetched so far are in the local cache and are "
+                    "not downloaded again."
+                ) from None
         finally:
             conn.close()
 
@@ -412,7 +438,12 @@ class DirSource:
         files = sorted(self.path.glob("*.json"))
         self.stats.indexed = len(files)
         for path in files:
-            data = path.read_bytes()
+            try:
+                data = read_ldo_file(path, spec, root=self.path)
+            except LdoError as exc:
+                progress(1, 0)
+                yield _Fetched(path.stem, "", str(path), None, problem=(exc.field, exc.reason))
+                continue
             progress(1, len(data))
             yield _Fetched(path.stem, hashlib.md5(data, usedforsecurity=False).hexdigest(), str(path), data)
 
@@ -472,6 +503,7 @@ def _collect(source: PgS3Source | DirSource, spec: DataSpec, limit: int) -> _Col
             progress = Progress(max(source.stats.indexed, 1), "snapshot: fetching LDOs")
         progress.update(n, nbytes)
 
+    where_of: dict[str, list[str]] = {}  # dir: the files that claim each id
     try:
         cache = source.cache if isinstance(source, PgS3Source) else None
         for item in source.fetch(limit, spec, advance):
@@ -498,12 +530,28 @@ def _collect(source: PgS3Source | DirSource, spec: DataSpec, limit: int) -> _Col
             if isinstance(source, PgS3Source) and ldo.ldo_id != item.ldo_id:
                 reject("ldo_id", f"the index says {item.ldo_id!r}, the object says {ldo.ldo_id!r}")
                 continue
+            if isinstance(source, DirSource):
+                where_of.setdefault(ldo.ldo_id, []).append(item.where)
             got.ldos.append((ldo.ldo_id, item.etag, ldo))
     finally:
         if progress is not None:
             progress.close()
 
     if isinstance(source, DirSource):
+        # The index's primary key keeps ids unique in the store; a folder can hold two files with one id.
+        # Every copy is rejected, each naming the others: their contents may disagree (labels), and keeping
+        # one would let a file name decide what the model learns.
+        duplicated = {i: w for i, w in where_of.items() if len(w) > 1}
+        for ldo_id, wheres in duplicated.items():
+            for where in wheres:
+                others = [w for w in wheres if w != where]
+                shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+                got.rejects.append({
+                    "ldo_id": ldo_id, "where": where, "field": "ldo_id",
+                    "reason": f"duplicate id: {shown} has it too (every copy is rejected)",
+                })  # fmt: skip
+        if duplicated:
+            got.ldos = [t for t in got.ldos if t[0] not in duplicated]
         # A folder has no index: apply the index query's rule here (validated, newest first, at most N).
         validated = [t for t in got.ldos if t[2].validated]
         got.skipped_unvalidated = len(got.ldos) - len(validated)
@@ -535,6 +583,24 @@ def _write_json(path: Path, obj: Any) -> None:
         os.fsync(f.fileno())
 
 
+def _check_options(options: SnapshotOptions) -> None:
+    """Numbers from flags, edgeops.yaml or a caller: a NaN threshold would let every record through."""
+    if not 1 <= options.limit <= INT64_MAX:  # PostgreSQL's LIMIT is a bigint
+        raise EdgeopsError(f"--limit must be between 1 and 2**63 - 1, got {options.limit}")
+    for name, value in (
+        ("max_reject_fraction", options.max_reject_fraction),
+        ("val_fraction", options.val_fraction),
+        ("test_fraction", options.test_fraction),
+    ):
+        if not (isinstance(value, int | float) and math.isfinite(value) and 0.0 <= value <= 1.0):
+            raise EdgeopsError(f"{name} must be a finite number between 0 and 1, got {value!r}")
+    if options.val_fraction + options.test_fraction > 1.0:
+        raise EdgeopsError(
+            f"val_fraction + test_fraction must be at most 1, got {options.val_fraction} + "
+            f"{options.test_fraction}"
+        )
+
+
 def build_snapshot(
     source: PgS3Source | DirSource,
     out: Path,
@@ -546,8 +612,7 @@ def build_snapshot(
     """Fetch, validate and materialise a snapshot into ``out`` (replaced atomically; untouched on failure)."""
     from safetensors.numpy import save_file
 
-    if options.limit < 1:
-        raise EdgeopsError(f"--limit must be at least 1, got {options.limit}")
+    _check_options(options)
     if out.exists() and not (out / "snapshot.json").is_file() and any(out.iterdir()):
         raise EdgeopsError(f"{out} exists and is not a snapshot folder; choose a new or empty --out")
 

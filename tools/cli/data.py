@@ -3,13 +3,58 @@
 from __future__ import annotations
 
 import argparse
+import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tools.cli._common import TRAINING_CONFIG_HELP, Formatter, log, positive_int, project, training_config
+from tools.cli._common import (
+    TRAINING_CONFIG_HELP,
+    Formatter,
+    at_least,
+    log,
+    non_negative_int,
+    project,
+    training_config,
+)
 from tools.core.errors import EdgeopsError
 from tools.core.log import fields
+
+# Upper bounds of the numeric flags: beyond them a run cannot work, so they are usage errors, not crashes.
+_MAX_LIMIT = 2**63 - 1  # --limit is PostgreSQL's LIMIT, a bigint
+_MAX_WORKERS = 256  # one thread and one connection each; more only queue on the store and the GIL
+# Synthetic records are 37-67 s apart from 2026 on; far fewer than the ~3.7e9 that would pass year 9999.
+_MAX_SYNTH = 1_000_000_000
+
+
+def _between(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high]."""
+    parse_low = at_least(low)
+
+    def parse(text: str) -> int:
+        value = parse_low(text)
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high}, got {value}")
+        return value
+
+    return parse
+
+
+def _fraction(text: str) -> float:
+    """An argparse type: a finite number in [0, 1] (``float`` alone takes nan, which disables a limit)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise argparse.ArgumentTypeError(f"must be a finite number between 0 and 1, got {text!r}")
+    return value
+
+
+def _printable(text: str) -> str:
+    """``text`` as stdout can always write it: a file name that is not UTF-8 holds lone surrogates."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _data_path(args: argparse.Namespace) -> Path:
@@ -21,7 +66,13 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from training.data.synth import write_dataset
 
     spec = training_config(args).data_spec()
-    out = Path(args.out) if args.out else project(args).path(project(args).cfg.data.local_path)
+    from tools.core.fsutil import output_folder
+
+    out = (
+        output_folder(args.out, "--out")
+        if args.out
+        else project(args).path(project(args).cfg.data.local_path)
+    )
     start = time.monotonic()
     with Progress(args.n, "writing synthetic LDOs") as progress:
         last = 0
@@ -56,25 +107,35 @@ def cmd_seed(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from training.data.ldo import parse_ldo
+    """Every file checked as a snapshot would: the same refusals, and ids that two files claim."""
+    from training.data.ldo import parse_ldo, read_ldo_file
 
     spec = training_config(args).data_spec()
-    files: list[Path] = []
+    files: list[tuple[Path, Path]] = []  # (file, the data folder its links must stay in)
     for name in args.paths:
         p = Path(name)
         if p.is_dir():
-            files.extend(sorted(p.glob("*.json")))
-        elif p.is_file():
-            files.append(p)
+            files.extend((f, p) for f in sorted(p.glob("*.json")))
+        elif p.is_symlink() or p.exists():  # a FIFO or a device too: refused below, with the reason
+            files.append((p, p.parent))
         else:
             raise EdgeopsError(f"{p}: no such file or folder")
     bad = 0
-    for path in files:
+    claims: dict[str, list[str]] = {}  # ldo_id -> the valid files that carry it
+    for path, root in files:
         try:
-            parse_ldo(path.read_bytes(), spec, source=str(path))
+            ldo = parse_ldo(read_ldo_file(path, spec, root=root), spec, source=str(path))
         except EdgeopsError as exc:
             bad += 1
-            print(f"INVALID {exc}")
+            print(_printable(f"INVALID {exc}"))
+            continue
+        claims.setdefault(ldo.ldo_id, []).append(str(path))
+    for ldo_id, paths in claims.items():
+        if len(paths) > 1:  # a snapshot rejects every copy: their contents may disagree
+            for where in paths:
+                bad += 1
+                others = ", ".join(q for q in paths if q != where)
+                print(_printable(f"INVALID {where}: ldo_id: duplicate id {ldo_id!r}: also in {others}"))
     print(f"{len(files) - bad} valid, {bad} invalid of {len(files)} LDO files")
     return 1 if bad else 0
 
@@ -105,7 +166,9 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
         },
     )
     start = time.monotonic()
-    report = build_snapshot(source, Path(args.out), tcfg.data_spec(), options)
+    from tools.core.fsutil import output_folder
+
+    report = build_snapshot(source, output_folder(args.out, "--out"), tcfg.data_spec(), options)
     log.info(
         f"{report.summary()} in {time.monotonic() - start:.1f}s", extra=fields(fingerprint=report.fingerprint)
     )
@@ -121,8 +184,8 @@ def register(sub: Any) -> None:
         help="write N synthetic LDOs whose failure modes are learnable from their signals",
         description="Write N synthetic LDO v1 files (one <ldo_id>.json each). Deterministic for a seed.",
     )
-    synth.add_argument("--n", type=positive_int, required=True, help="number of records")
-    synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    synth.add_argument("--n", type=_between(1, _MAX_SYNTH), required=True, help="number of records")
+    synth.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
     synth.add_argument("--out", metavar="DIR", help="output folder (default: edgeops.yaml data.local_path)")
     synth.add_argument("--training-config", metavar="PATH", help=TRAINING_CONFIG_HELP)
     synth.set_defaults(handler=cmd_synth)
@@ -144,7 +207,9 @@ def register(sub: Any) -> None:
     seed.add_argument(
         "--s3", metavar="URI", help="s3://bucket/prefix for the objects (default: data.ldo_store)"
     )
-    seed.add_argument("--workers", type=positive_int, default=16, help="concurrent uploads (default 16)")
+    seed.add_argument(
+        "--workers", type=_between(1, _MAX_WORKERS), default=16, help="concurrent uploads (default 16)"
+    )
     seed.add_argument("--training-config", metavar="PATH", help=TRAINING_CONFIG_HELP)
     seed.set_defaults(handler=cmd_seed)
 
@@ -169,19 +234,24 @@ def register(sub: Any) -> None:
     )
     snap.add_argument("--out", metavar="DIR", required=True, help="snapshot folder to write")
     snap.add_argument(
-        "--limit", type=positive_int, help="newest N validated LDOs (default: data.snapshot_limit)"
+        "--limit", type=_between(1, _MAX_LIMIT), help="newest N validated LDOs (default: data.snapshot_limit)"
     )
     snap.add_argument("--pg", metavar="DSN", help="pg+s3: PostgreSQL DSN (default: $EDGEOPS_PG_DSN)")
     snap.add_argument("--s3", metavar="URI", help="pg+s3: s3://bucket/prefix (default: data.ldo_store)")
     snap.add_argument("--cache", metavar="DIR", help="pg+s3: local object cache (default: data.cache_path)")
     snap.add_argument(
-        "--workers", type=positive_int, default=32, help="pg+s3: concurrent downloads (default 32)"
+        "--workers",
+        type=_between(1, _MAX_WORKERS),
+        default=32,
+        help="pg+s3: concurrent downloads (default 32)",
     )
     snap.add_argument(
         "--data-path", metavar="DIR", help="dir: folder of LDO files (default: data.local_path)"
     )
     snap.add_argument(
-        "--max-reject-fraction", type=float, help="fail above this share of malformed LDOs (default: config)"
+        "--max-reject-fraction",
+        type=_fraction,
+        help="fail above this share (0-1) of malformed LDOs (default: config)",
     )
     snap.add_argument("--training-config", metavar="PATH", help=TRAINING_CONFIG_HELP)
     snap.set_defaults(handler=cmd_snapshot)

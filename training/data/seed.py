@@ -5,12 +5,14 @@
 Objects go to ``<prefix>/<yyyy>/<mm>/<dd>/<ldo_id>.json`` and the ``ldos`` index (DESIGN.md) names each
 object's key and ETag. The run is idempotent and ordered so that the index never points at a missing object:
 
-1. every file is read and validated first; one bad file stops the run before anything is written;
+1. every file is read and validated first; one bad file stops the run before anything is written (what
+   is validated is everything the later steps write: the id and date that make the S3 key, the index row's
+   values, so no record can fail half-way through the uploads or the index);
 2. objects whose key is missing in the bucket or whose ETag differs are uploaded, concurrently;
 3. index rows that are missing or differ are upserted in a single transaction.
 
-A run that fails in step 2 leaves some new objects that nothing references yet; the next run sees them,
-skips their upload and finishes the index.
+A run that fails in step 2 or 3 (the store or the database went away) leaves some new objects that nothing
+references yet; the next run sees them, skips their upload and finishes the index. The failure says so.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg2
 from psycopg2.extras import execute_values
 
 from tools.core.errors import EdgeopsError, LdoError, ServiceError
@@ -32,7 +35,7 @@ from tools.core.pg import connect, describe_dsn
 from tools.core.progress import Progress
 from tools.core.s3 import ensure_bucket, parse_s3_uri, s3_client, s3_errors
 from training.config import DataSpec
-from training.data.ldo import parse_ldo
+from training.data.ldo import parse_ldo, read_ldo_file
 
 __all__ = ["LDOS_DDL", "SeedReport", "ensure_ldos_table", "seed"]
 
@@ -112,11 +115,12 @@ def _scan(data_path: Path, spec: DataSpec, prefix_key: Callable[[str, datetime],
     seen: dict[str, Path] = {}
     with Progress(len(files), "validating LDO files") as progress:
         for path in files:
-            raw = path.read_bytes()
-            progress.update(1, len(raw))
             try:
+                raw = read_ldo_file(path, spec, root=data_path, source=path.name)
+                progress.update(1, len(raw))
                 ldo = parse_ldo(raw, spec, source=path.name)
             except LdoError as exc:
+                progress.update(1)
                 problems.append(str(exc))
                 continue
             if ldo.ldo_id in seen:
@@ -166,8 +170,10 @@ def seed(
 
     conn = connect(dsn)
     where_pg = describe_dsn(conn.dsn)
+    step = "creating the ldos table"
     try:
         ensure_ldos_table(conn)
+        step = "reading the ldos index"
         with conn.cursor() as cur:
             cur.execute(
                 "SELECT ldo_id, created_at, validated, device_id, s3_key, etag FROM ldos "
@@ -192,8 +198,9 @@ def seed(
 
         to_upload = [e for e in entries if stored.get(e.key) != e.etag]
         if to_upload:
-            _upload(client, uri.bucket, to_upload, workers)
+            _upload(client, uri.bucket, to_upload, workers, lambda p: read_ldo_file(p, spec, root=data_path))
 
+        step = "writing the ldos index"
         to_index = [e for e in entries if indexed.get(e.ldo_id) != e.row()]
         if to_index:
             with conn, conn.cursor() as cur:
@@ -206,6 +213,8 @@ def seed(
                     [e.row() for e in to_index],
                     page_size=1000,
                 )
+    except psycopg2.Error as exc:
+        raise _pg_failed(exc, where_pg, step, lost=bool(conn.closed)) from None
     finally:
         conn.close()
 
@@ -225,9 +234,34 @@ def seed(
     )
 
 
-def _upload(client: Any, bucket: str, entries: list[_Entry], workers: int) -> None:
+def _pg_failed(exc: psycopg2.Error, where: str, step: str, *, lost: bool) -> ServiceError:
+    """What to tell the user when PostgreSQL fails mid-seed: where, what, and that a rerun completes it."""
+    cause: BaseException = exc
+    while isinstance(cause.__context__, psycopg2.Error):  # `with conn`'s rollback fails after the real error
+        cause = cause.__context__
+    lines = str(cause).strip().splitlines()
+    first = lines[0] if lines else type(cause).__name__
+    if lost:  # psycopg2 marks the connection closed when the server or the network went away
+        what = f"the connection to PostgreSQL at {where} was lost while {step}: {first}"
+    else:
+        what = f"PostgreSQL at {where} failed while {step}: {first}"
+    return ServiceError(
+        f"{what}. The index is written in one transaction after the uploads, so it names no object that is "
+        "not in the bucket; objects already uploaded stay there unreferenced. Seeding is idempotent: run the "
+        "same command again once the database answers; it skips those uploads and completes the index."
+    )
+
+
+def _upload(
+    client: Any, bucket: str, entries: list[_Entry], workers: int, read: Callable[[Path], bytes]
+) -> None:
     def put(entry: _Entry) -> int:
-        body = entry.path.read_bytes()
+        try:
+            body = read(entry.path)
+        except LdoError as exc:
+            raise EdgeopsError(
+                f"{entry.path}: the file changed while seeding ({exc.reason}); run again"
+            ) from None
         if hashlib.md5(body, usedforsecurity=False).hexdigest() != entry.etag:
             raise EdgeopsError(f"{entry.path}: the file changed while seeding; run again")
         with s3_errors(f"uploading {entry.path.name} to s3://{bucket}/{entry.key}"):
