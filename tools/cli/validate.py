@@ -39,11 +39,16 @@ def cmd_manifests(args: argparse.Namespace) -> int:
 
 def cmd_pr(args: argparse.Namespace) -> int:
     from tools.gitops.gitrepo import must_be_repo
-    from tools.gitops.policy import validate_pr
+    from tools.gitops.policy import config_at, validate_pr
 
     proj = project(args)
+    repo = must_be_repo(proj.root)
+    # The PR is judged by the base's config (ring paths, order, soak, waves), never by its own: the
+    # checkout is the PR's head, and its edgeops.yaml is part of what is being reviewed.
+    config_file = proj.config_path.relative_to(proj.root).as_posix()
+    base_cfg = config_at(repo, repo.rev(args.base), config_file)
     report = validate_pr(
-        must_be_repo(proj.root), proj.cfg, base=args.base, head=args.head, now=datetime.now(UTC)
+        repo, base_cfg, base=args.base, head=args.head, now=datetime.now(UTC), config_file=config_file
     )
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.render())
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
@@ -74,6 +79,11 @@ def register(sub: Any) -> None:
             "what the ring runs (`previous`); a wave widens to the next one only (skip_waves: any later\n"
             "one) after wave_soak_hours; narrowing is a rollback. A revoked version (revocations/ on base)\n"
             "neither enters nor widens; a PR lifting a revocation deletes that file and nothing else.\n"
+            "Judged from base, never from the PR: edgeops.yaml (ring paths, order, soak, waves), the key,\n"
+            "history, revocations. Each ring is built with kustomize at head: its model-updater must read\n"
+            "exactly the ring's release file; a PR that changes the rings or Argo CD's ApplicationSet\n"
+            "changes nothing else, and one that changes rings' manifests changes one ring.\n"
+            "Soak, promotion and rollback compare signed content (bundle, file digests), not names.\n"
             "Exit 0 accepted, 1 rejected."
         ),
         formatter_class=Formatter,

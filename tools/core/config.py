@@ -8,6 +8,7 @@ Secrets never live here: credentials come from the environment (AWS_*, EDGEOPS_P
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 from pathlib import Path
 from typing import Literal
@@ -72,6 +73,7 @@ class DataConfig(Strict):
         default=0.01,
         ge=0.0,
         le=1.0,
+        allow_inf_nan=False,  # .nan would compare false with every share and so disable the check
         description="A snapshot fails when more than this share of records is malformed (a backend bug).",
     )
     local_path: str = Field(
@@ -145,6 +147,19 @@ class RingConfig(Strict):
             "file (`rollout.windows`) by `edgeops promote`."
         ),
     )
+
+    @field_validator("path")
+    @classmethod
+    def _ring_path(cls, value: str) -> str:
+        # One spelling per folder: `./environments/fleet/` and `environments/fleet` are the same git path, and
+        # `edgeops validate pr` matches the files a PR changes against it.
+        normal = posixpath.normpath(value.strip())
+        if not value.strip() or normal == "." or normal.startswith(("/", "../")) or normal == "..":
+            raise ValueError(
+                f"ring path {value!r} must be a folder inside the repository, relative to its root "
+                "(e.g. environments/pilot)"
+            )
+        return normal
 
     @field_validator("waves")
     @classmethod

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tools.artifacts.release import Release, ReleaseError, parse_release
+from tools.artifacts.release import Release, ReleaseError, parse_release, signed_payload
 from tools.core.errors import EdgeopsError
 from tools.core.git import GitError, git_ok, run_git
 
@@ -34,6 +34,7 @@ __all__ = [
     "RingEvent",
     "RingHistory",
     "Segment",
+    "content_of",
     "ring_history",
     "scratch_worktree",
     "wave_percent",
@@ -118,6 +119,19 @@ class RingEvent:
         """:func:`wave_percent` of the release this commit set; None for no release."""
         return None if self.release is None else wave_percent(self.release)
 
+    @property
+    def content(self) -> bytes | None:
+        """What the release's signature covers (version, interface, bundle, file digests): two events
+        run the same model exactly when their contents are equal, whatever they are called."""
+        return content_of(self.release)
+
+
+def content_of(release: Release | None) -> bytes | None:
+    """The signed content of ``release`` (None for no release): what soak, promotion and rollback compare."""
+    if release is None:
+        return None
+    return signed_payload(release.version, release.interface, release.bundle, release.files)
+
 
 @dataclass(frozen=True)
 class Segment:
@@ -144,10 +158,12 @@ class RingHistory:
         return self.events[-1] if self.events else None
 
     def segments(self) -> list[Segment]:
-        """Consecutive events of one version merged: a re-annotation of metrics does not restart a clock."""
+        """Consecutive events of one release merged: a re-annotation of metrics or a wider wave does not
+        restart a clock. Events are the same release when their signed content is (a version name pinned
+        with other content, which the ``forward`` rule refuses, starts a segment of its own)."""
         segments: list[Segment] = []
         for event in self.events:
-            if segments and segments[-1].version == event.version:
+            if segments and segments[-1].start.content == event.content:
                 continue
             if segments:
                 last = segments[-1]
@@ -168,14 +184,20 @@ class RingHistory:
         last = self.events[-1]
         start = last
         for event in reversed(self.events[:-1]):
-            if event.version != last.version or event.percent != last.percent:
+            if event.content != last.content or event.percent != last.percent:
                 break
             start = event
         return start
 
     def ran(self, version: str | None) -> list[Segment]:
-        """Every stretch during which this ring ran ``version``."""
+        """Every stretch during which this ring ran ``version`` (by name: for reports; the rules compare
+        content with :meth:`ran_content`)."""
         return [s for s in self.segments() if s.version == version]
+
+    def ran_content(self, release: Release | None) -> list[Segment]:
+        """Every stretch during which this ring ran exactly ``release``'s signed content."""
+        content = content_of(release)
+        return [s for s in self.segments() if s.start.content == content]
 
     def last_release_of(self, version: str) -> Release | None:
         """The release block this ring last ran for ``version`` (what a rollback to it restores)."""

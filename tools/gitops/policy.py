@@ -39,22 +39,45 @@ fleet like a model:
     and only once the ``after`` ring has run it for its ``soak_hours`` (rule ``soak``, as for a model).
 Returning a ring to an image it ran before (a ``git revert``) is a rollback: never blocked.
 
+What a ring renders (:mod:`tools.gitops.rendered`): the check judges the ring the nodes would get, not only
+its release file. The config (ring paths, order, soak, waves) comes from ``base``, so a PR cannot move a
+ring's release file or weaken a rule it is judged by; and
+
+13. ``ring-config``  a PR that changes the rings of ``edgeops.yaml``, or Argo CD's ApplicationSet (which
+    turns folders of ``environments/`` into rings), changes nothing else: it takes effect for the PRs after
+    it. A new folder Argo CD would deploy as a ring must be a ring of ``edgeops.yaml`` on ``base`` first;
+14. ``render``       every ring, built with kustomize at ``head`` from the folder ``base`` names, hands its
+    model-updater (the container started with ``--release=PATH``) exactly the ring's release file: a
+    release reaches a ring only through that file, where rules 1-9 judge it (a generator pointed at
+    another file, a patch of the ConfigMap, another volume at that path are refused). A PR that changes a
+    ring's other objects (its manifests, rendered) changes one ring (``one-ring``), and a base shared by
+    several rings changes through each ring's overlay first: folding the same patch into the base later
+    renders the same and passes.
+
 Exit 0 when every rule holds (PRs that change no release pass trivially), 1 with one line per violation
 saying what to do otherwise.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import posixpath
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 
 from tools.artifacts.bundle import parse_version
 from tools.artifacts.release import Release, ReleaseError, parse_release, signed_payload, verify_release
-from tools.core.config import EdgeopsConfig
+from tools.core.config import CONFIG_FILENAME, EdgeopsConfig
+from tools.core.errors import ConfigError, EdgeopsError
+from tools.core.safeyaml import SafeYAML
 from tools.core.signing import SignatureError, public_keys_from_pem
+from tools.core.typedyaml import load_model
 from tools.gitops.gitrepo import Repo, RingHistory, ring_history, wave_percent
 from tools.gitops.images import (
     DIGEST,
@@ -70,9 +93,12 @@ from tools.gitops.images import (
     read_pin,
     soaked,
 )
+from tools.gitops.rendered import RingRender, exported_tree, render_ring
 from tools.gitops.revocations import revocation_version, revoked
 
-__all__ = ["Finding", "PolicyReport", "validate_pr"]
+_SAFE = SafeYAML(typ="safe", pure=True)  # PR input: no aliases, bounded (tools.core.safeyaml)
+
+__all__ = ["Finding", "PolicyReport", "config_at", "validate_pr"]
 
 
 @dataclass(frozen=True)
@@ -90,6 +116,8 @@ class PolicyReport:
     findings: list[Finding] = field(default_factory=list)
     revocations: dict[str, str] = field(default_factory=dict)  # version -> what the PR does to it, in words
     agents: dict[str, str] = field(default_factory=dict)  # ring -> what the PR does to its agent image
+    # ring (or "rings") -> what the PR does to what the ring renders besides its release and agent image
+    structure: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -98,7 +126,7 @@ class PolicyReport:
     def to_dict(self) -> dict[str, Any]:
         return {"base": self.base, "head": self.head, "ok": self.ok, "changed": self.changed,
                 "rings": self.rings, "revocations": self.revocations, "agents": self.agents,
-                "findings": [f.__dict__ for f in self.findings]}  # fmt: skip
+                "structure": self.structure, "findings": [f.__dict__ for f in self.findings]}  # fmt: skip
 
     def render(self) -> str:
         lines = []
@@ -108,8 +136,10 @@ class PolicyReport:
             lines.append(f"{version}: {what}")
         for ring, what in self.agents.items():
             lines.append(f"{ring}: {what}")
+        for ring, what in self.structure.items():
+            lines.append(f"{ring}: {what}")
         if self.ok:
-            quiet = not self.rings and not self.revocations and not self.agents
+            quiet = not self.rings and not self.revocations and not self.agents and not self.structure
             lines.append("✅ accepted" + (": this PR changes no release" if quiet else ""))
         else:
             lines.append(
@@ -135,10 +165,30 @@ def _pc(percent: float | None) -> str:
     return "no" if percent is None else f"{percent:g}%"
 
 
-def validate_pr(repo: Repo, cfg: EdgeopsConfig, *, base: str, head: str, now: datetime) -> PolicyReport:
+def config_at(repo: Repo, ref: str, path: str = CONFIG_FILENAME) -> EdgeopsConfig:
+    """``edgeops.yaml`` as it is at ``ref`` (what ``validate pr`` judges a PR by: the base's, never the
+    PR's own); a ConfigError naming ``path`` at ``ref`` when it is missing or does not load."""
+    text = repo.show(ref, path)
+    if text is None:
+        raise ConfigError(f"{path} does not exist at {ref}")
+    with tempfile.TemporaryDirectory(prefix="edgeops-config-") as tmp:
+        copy = Path(tmp) / Path(path).name
+        copy.write_text(text, encoding="utf-8")
+        try:
+            return load_model(copy, EdgeopsConfig)
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace(str(copy), f"{path} at {ref}")) from None
+
+
+def validate_pr(
+    repo: Repo, cfg: EdgeopsConfig, *, base: str, head: str, now: datetime, config_file: str = CONFIG_FILENAME
+) -> PolicyReport:
+    """Check the PR ``base...head``. ``cfg`` is the config **on base** (:func:`config_at`); ``config_file``
+    its path in the repository, to see whether the PR changes it."""
     base_sha, head_sha = repo.rev(base), repo.rev(head)
     changed = repo.changed_files(base_sha, head_sha)
     report = PolicyReport(base, head, changed)
+    _check_structure(repo, cfg, base=base_sha, head=head_sha, config_file=config_file, report=report)
     paths = {cfg.release_path(name): name for name in cfg.rings}
     touched = {paths[p]: p for p in changed if p in paths}
     revoked_now = revoked(repo, base_sha)
@@ -266,8 +316,19 @@ class _RingCheck:
             return self.same_version(current, new)
         segments = self.history.segments()
         version = new.version if new else None
-        ran_before = [s for s in segments if s.version == version and s is not segments[-1]]
+        # A rollback restores what the ring ran: the same signed content (bundle, file digests), not only
+        # the same name. A "v1.0" with other content is a new release that goes backwards.
+        ran_before = [s for s in self.history.ran_content(new) if s is not segments[-1]]
         move = f"{_version(current)} → {_version(new)}"
+        if new is not None and not ran_before and self.history.ran(version):
+            self.find(
+                "forward",
+                f"{move}: {self.ring} ran {version} before, but not this content (bundle {new.bundle}); a "
+                "rollback restores exactly the release the ring ran (`edgeops rollback --ring "
+                f"{self.ring} --to {version}`), and a version name is never re-pinned with other content",
+            )
+            self.say(f"rollback {move} with content {self.ring} never ran (refused)")
+            return None
         if version is None or ran_before:
             runs = current is not None and version in (
                 current.version,
@@ -402,7 +463,17 @@ class _RingCheck:
     def upstream(self, after: str, new: Release, move: str, entry: str) -> None:
         cfg = self.cfg
         soak = cfg.rings[after].soak_hours
-        upstream = ring_history(self.repo, self.base, after, cfg.release_path(after)).ran(new.version)
+        history = ring_history(self.repo, self.base, after, cfg.release_path(after))
+        upstream = history.ran_content(new)  # what soaked there: the same signed content, not the name
+        if not upstream and history.ran(new.version):
+            self.find(
+                "soak",
+                f"{move}: {after} ran {new.version}, but not this content (this release's bundle is "
+                f"{new.bundle}); only what soaked in {after} is promoted: `edgeops promote --from {after} "
+                f"--to {self.ring}` copies it as {after} runs it",
+            )
+            self.say(f"promotion {move} of content {after} never ran (refused)")
+            return None
         if not upstream:
             self.find(
                 "soak",
@@ -471,8 +542,7 @@ def _agent_changes(
         if change.old_ref == change.new_ref:
             continue  # e.g. the base's own tag written as a pin: the ring runs the same image
         out[ring] = change
-        safe = YAML(typ="safe", pure=True)  # read_pin parsed both texts already
-        if _strip_pin(safe.load(old_text)) != _strip_pin(safe.load(new_text)):
+        if _strip_pin(_SAFE.load(old_text)) != _strip_pin(_SAFE.load(new_text)):  # read_pin parsed both
             report.findings.append(Finding(
                 "agent-only",
                 f"{path}: this PR changes {ring}'s model-updater image and also the rest of the overlay; an "
@@ -564,3 +634,194 @@ def _check_agent(
         f"`edgeops image promote --from {after} --to {ring}`",
     )
     return f"agent upgrade ({ring}) (refused):"
+
+
+# --- what rings render ----------------------------------------------------------------------------------
+
+APPLICATIONSET = "manifests/argocd/applicationset.yaml"
+_KUSTOMIZATIONS = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+
+
+def _renders_input(path: str) -> bool:
+    """Whether a changed file can change what a ring builds: anything under environments/ or manifests/
+    (where every ring's overlay and base live) and any kustomization."""
+    return path.startswith(("environments/", "manifests/")) or posixpath.basename(path) in _KUSTOMIZATIONS
+
+
+def _argo_ring_folders(repo: Repo, base: str, head: str) -> list[str]:
+    """Folders at ``head`` that base's ApplicationSet turns into Argo CD Applications (git directory
+    generator: ``path`` globs, ``exclude: true`` removes; a glob's ``*`` does not cross ``/``)."""
+    try:
+        doc = _SAFE.load(repo.show(base, APPLICATIONSET) or "") or {}
+        generators = doc["spec"]["generators"]
+        dirs = [d for g in generators for d in g["git"]["directories"]]
+        rules = [(str(d["path"]), bool(d.get("exclude"))) for d in dirs]
+    except (KeyError, TypeError, YAMLError):
+        return []
+
+    def matches(folder: str, pattern: str) -> bool:
+        parts, globs = folder.split("/"), pattern.split("/")
+        if len(parts) != len(globs):
+            return False
+        return all(fnmatch.fnmatchcase(p, g) for p, g in zip(parts, globs, strict=True))
+
+    folders = repo.git("ls-tree", "-d", "-r", "--name-only", head).splitlines()
+    return [
+        f for f in folders
+        if any(matches(f, p) for p, ex in rules if not ex) and not any(matches(f, p) for p, ex in rules if ex)
+    ]  # fmt: skip
+
+
+def _same_release_text(a: str | None, b: str | None, source: str) -> bool:
+    if a == b:
+        return True
+    if a is None or b is None:
+        return False
+    try:  # the same file as kustomize re-quoted it
+        return parse_release(a, source=source) == parse_release(b, source=source)
+    except ReleaseError:
+        return False
+
+
+def _describe_release(text: str | None, source: str) -> str:
+    if text is None:
+        return "no release text"
+    try:
+        release = parse_release(text, source=source)
+    except ReleaseError:
+        return "a release that does not parse"
+    if release is None:
+        return "no release (version: null)"
+    return f"{release.version} (bundle {release.bundle}, {_pc(wave_percent(release))} of the nodes)"
+
+
+def _check_structure(
+    repo: Repo, cfg: EdgeopsConfig, *, base: str, head: str, config_file: str, report: PolicyReport
+) -> None:
+    """Rules ``ring-config`` and ``render``: a PR cannot change a ring through anything but its release
+    file (or its agent pin), nor change the rules it is judged by."""
+    changed = report.changed
+    if config_file in changed:
+        try:
+            head_cfg = config_at(repo, head, config_file)
+        except ConfigError as exc:
+            report.findings.append(Finding("ring-config", f"{config_file} at {report.head}: {exc}"))
+            head_cfg = None
+        if head_cfg is not None:
+            names = sorted(
+                name for name in set(cfg.rings) | set(head_cfg.rings)
+                if (cfg.rings.get(name) and cfg.rings[name].model_dump())
+                != (head_cfg.rings.get(name) and head_cfg.rings[name].model_dump())
+            )  # fmt: skip
+            if names:
+                report.structure["rings"] = (
+                    f"changes rings.{', rings.'.join(names)} of {config_file}: read from the base branch, "
+                    "so it applies to the PRs after this one"
+                )
+                others = [p for p in changed if p != config_file]
+                if others:
+                    report.findings.append(Finding(
+                        "ring-config",
+                        f"this PR changes rings.{', rings.'.join(names)} of {config_file} and also "
+                        f"{', '.join(others)}; what rings exist, where they live and how they are promoted "
+                        "is judged from the base branch: change it in a PR of its own",
+                    ))  # fmt: skip
+    argo = [p for p in changed if p.startswith("manifests/argocd/")]
+    if argo and len(argo) < len(changed):
+        report.findings.append(Finding(
+            "ring-config",
+            f"this PR changes {', '.join(argo)} (Argo CD: which folders are rings, where they sync) and "
+            f"also {', '.join(p for p in changed if p not in argo)}: change Argo CD's definition in a PR of "
+            "its own",
+        ))  # fmt: skip
+    known = {cfg.ring(name).path for name in cfg.rings}
+    for folder in _argo_ring_folders(repo, base, head):
+        if folder not in known and any(p.startswith(folder + "/") for p in changed):
+            report.findings.append(Finding(
+                "ring-config",
+                f"{folder}/ is a folder Argo CD deploys as a ring ({APPLICATIONSET} on {report.base}), but "
+                f"{config_file} on {report.base} has no ring there, so no rule would judge its releases: add "
+                "the ring to edgeops.yaml in a PR of its own first",
+            ))  # fmt: skip
+
+    skip = {cfg.release_path(name) for name in cfg.rings}
+    inputs = [p for p in changed if _renders_input(p) and p not in skip]
+    if not [p for p in inputs if not _pin_only(repo, base, head, p)]:
+        return  # nothing a ring builds from changed, beyond what the release and agent rules judge
+    manifests_changed: list[str] = []
+    with exported_tree(repo, base) as base_tree, exported_tree(repo, head) as head_tree:
+        # Every ring at base and head, side by side: each build is a kustomize process (~1-2 s of CPU,
+        # most of it kustomize loading its OpenAPI schema), so the check costs one build's time per core.
+        renders = _render_all(
+            repo, [(t, cfg.ring(r).path) for r in cfg.ring_order() for t in (base_tree, head_tree)]
+        )
+        for ring in cfg.ring_order():
+            folder, path = cfg.ring(ring).path, cfg.release_path(ring)
+            built_or_error = renders[(head_tree, folder)]
+            if isinstance(built_or_error, EdgeopsError):
+                first = str(built_or_error).strip().splitlines()[:3]
+                report.findings.append(Finding(
+                    "render", f"{folder} does not build at {report.head}: {' '.join(first)}"))  # fmt: skip
+                continue
+            built = built_or_error
+            expected = repo.show(head, path)
+            if not built.releases:
+                report.findings.append(Finding(
+                    "render",
+                    f"{folder}: no container of ring {ring} is started with --release=PATH at "
+                    f"{report.head}; the ring's model-updater reads its release file, {path}",
+                ))  # fmt: skip
+            for reader, text in sorted(built.releases.items()):
+                if not _same_release_text(text, expected, f"{folder} rendered"):
+                    report.findings.append(Finding(
+                        "render",
+                        f"{folder}: {reader} would read {_describe_release(text, reader)} from "
+                        f"{built.sources[reader]}, not {path} ({_describe_release(expected, path)}); a "
+                        "ring's release changes only through its release file, where the release rules judge "
+                        "it",
+                    ))  # fmt: skip
+            before = renders[(base_tree, folder)]
+            if isinstance(before, EdgeopsError):
+                report.structure[ring] = f"{folder} does not build on {report.base}: judged at head only"
+                continue
+            if before.shape != built.shape:
+                manifests_changed.append(ring)
+                report.structure[ring] = "changes the ring's manifests (what it renders besides its release)"
+    if len(manifests_changed) > 1:
+        report.findings.append(Finding(
+            "one-ring",
+            f"this PR changes the manifests of {' and '.join(manifests_changed)} at once; a change reaches "
+            "one ring per PR, in promotion order (" + " → ".join(cfg.ring_order()) + "): patch "
+            f"{cfg.ring(manifests_changed[0]).path}/kustomization.yaml first; once every ring has it, "
+            "moving the patch into the shared base renders the same and passes",
+        ))  # fmt: skip
+
+
+def _render_all(
+    repo: Repo, jobs: list[tuple[Path, str]]
+) -> dict[tuple[Path, str], RingRender | EdgeopsError]:
+    """``render_ring`` of each (tree, ring folder), a few at a time; a ring that does not build is its
+    error."""
+
+    def one(job: tuple[Path, str]) -> RingRender | EdgeopsError:
+        try:
+            return render_ring(job[0], job[1], repo_root=repo.root)
+        except EdgeopsError as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=min(4, len(jobs))) as pool:
+        return dict(zip(jobs, pool.map(one, jobs), strict=True))
+
+
+def _pin_only(repo: Repo, base: str, head: str, path: str) -> bool:
+    """Whether ``path`` is a kustomization whose only change is the updater's ``images:`` entry (the agent
+    rules judge that)."""
+    if posixpath.basename(path) not in _KUSTOMIZATIONS:
+        return False
+    old, new = repo.show(base, path), repo.show(head, path)
+    if old is None or new is None:
+        return False
+    try:
+        return bool(_strip_pin(_SAFE.load(old)) == _strip_pin(_SAFE.load(new)))
+    except YAMLError:
+        return False
