@@ -352,11 +352,18 @@ def test_read_ldo_file_refuses_special_files_and_escaping_links(case: str, tmp_p
     assert info.value.field == "(file)" and words in info.value.reason
 
 
-def test_read_ldo_file_refuses_what_it_may_not_read(tmp_path: Path) -> None:
+def test_read_ldo_file_refuses_what_it_may_not_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     name = _unreadable(tmp_path)
-    if os.access(tmp_path / name, os.R_OK):
-        pytest.skip("running as root: a file without read permission is still readable")
-    with pytest.raises(LdoError, match=r"\(file\): cannot read it: Permission denied"):
+    if os.access(tmp_path / name, os.R_OK):  # root reads a 0o000 file: have the kernel's answer said so
+        real_open = os.open
+
+        def refusing(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+            if Path(path) == tmp_path / name:
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_open(path, flags, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", refusing)
+    with pytest.raises(LdoError, match=r"cannot read it: Permission denied"):
         read_ldo_file(tmp_path / name, SPEC, root=tmp_path)
 
 

@@ -21,7 +21,16 @@ from ruamel.yaml.error import YAMLError
 from tools.core.errors import ConfigError
 from tools.core.safeyaml import SafeYAML, YAMLLimitError, not_utf8, read_text
 
-__all__ = ["Loc", "Strict", "dump_model", "load_model", "parse_model", "plain", "read_mapping"]
+__all__ = [
+    "Loc",
+    "Strict",
+    "dump_model",
+    "load_model",
+    "parse_mapping",
+    "parse_model",
+    "plain",
+    "read_mapping",
+]
 
 M = TypeVar("M", bound=BaseModel)
 Loc = tuple[str | int, ...]
@@ -175,16 +184,21 @@ def read_mapping(path: Path) -> tuple[dict[str, Any], dict[Loc, int]]:
         raise ConfigError(f"{path}: {not_utf8(exc)}") from None
     except YAMLLimitError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    return parse_mapping(text, source=str(path))
+
+
+def parse_mapping(text: str, *, source: str) -> tuple[dict[str, Any], dict[Loc, int]]:
+    """:func:`read_mapping` of a text already read (e.g. a file at a git commit); errors name ``source``."""
     try:
         tree = SafeYAML(typ="rt").load(text)  # configs come through pull requests: no aliases, bounded
     except YAMLLimitError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise ConfigError(f"{source}: {exc}") from None
     except YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
     if tree is None:
         tree = CommentedMap()
     if not isinstance(tree, CommentedMap):
-        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(tree).__name__}")
+        raise ConfigError(f"{source}: the top level must be a mapping of keys, got {type(tree).__name__}")
     lines: dict[Loc, int] = {}
     data: dict[str, Any] = _plain(tree, (), lines)
     return data, lines

@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import fnmatch
 import posixpath
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -77,7 +76,7 @@ from tools.core.config import CONFIG_FILENAME, EdgeopsConfig
 from tools.core.errors import ConfigError, EdgeopsError
 from tools.core.safeyaml import SafeYAML
 from tools.core.signing import SignatureError, public_keys_from_pem
-from tools.core.typedyaml import load_model
+from tools.core.typedyaml import parse_mapping, parse_model
 from tools.gitops.gitrepo import Repo, RingHistory, ring_history, wave_percent
 from tools.gitops.images import (
     DIGEST,
@@ -171,13 +170,9 @@ def config_at(repo: Repo, ref: str, path: str = CONFIG_FILENAME) -> EdgeopsConfi
     text = repo.show(ref, path)
     if text is None:
         raise ConfigError(f"{path} does not exist at {ref}")
-    with tempfile.TemporaryDirectory(prefix="edgeops-config-") as tmp:
-        copy = Path(tmp) / Path(path).name
-        copy.write_text(text, encoding="utf-8")
-        try:
-            return load_model(copy, EdgeopsConfig)
-        except ConfigError as exc:
-            raise ConfigError(str(exc).replace(str(copy), f"{path} at {ref}")) from None
+    source = f"{path} at {ref}"
+    data, lines = parse_mapping(text, source=source)
+    return parse_model(data, EdgeopsConfig, source=source, lines=lines)
 
 
 def validate_pr(
