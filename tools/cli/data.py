@@ -62,11 +62,11 @@ def _data_path(args: argparse.Namespace) -> Path:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
+    from tools.core.fsutil import output_folder
     from tools.core.progress import Progress
     from training.data.synth import write_dataset
 
     spec = training_config(args).data_spec()
-    from tools.core.fsutil import output_folder
 
     out = (
         output_folder(args.out, "--out")
@@ -82,12 +82,12 @@ def cmd_synth(args: argparse.Namespace) -> int:
             progress.update(done - last)
             last = done
 
-        summary = write_dataset(out, args.n, args.seed, spec, progress=advance)
+        summary = write_dataset(out, args.n, args.seed, spec, progress=advance, plant=args.plant)
     modes = ", ".join(f"{k}={v}" for k, v in summary.label_counts.items())
     log.info(
         f"wrote {summary.n} synthetic LDOs to {out} in {time.monotonic() - start:.1f}s "
         f"({summary.healthy} healthy; {modes})",
-        extra=fields(seed=args.seed),
+        extra=fields(seed=args.seed, plant=args.plant),
     )
     return 0
 
@@ -186,6 +186,12 @@ def register(sub: Any) -> None:
     )
     synth.add_argument("--n", type=_between(1, _MAX_SYNTH), required=True, help="number of records")
     synth.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
+    synth.add_argument(
+        "--plant", choices=("default", "impulsive", "dropout"), default="default",
+        help="which plant's physics: the same five failure modes with other signatures, baselines that "
+        "move with product, recipe and asset, and 1%% label noise (training/data/plants.py; default: the "
+        "default plant)",
+    )  # fmt: skip
     synth.add_argument("--out", metavar="DIR", help="output folder (default: edgeops.yaml data.local_path)")
     synth.add_argument("--training-config", metavar="PATH", help=TRAINING_CONFIG_HELP)
     synth.set_defaults(handler=cmd_synth)

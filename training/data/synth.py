@@ -34,9 +34,12 @@ import numpy as np
 
 from tools.core.fsutil import write_atomic
 from training.config import DataSpec
+from training.data import plants
 from training.data.ldo import SCHEMA, dumps
 
-__all__ = ["KNOWN_CHANNELS", "KNOWN_LABELS", "SynthSummary", "generate", "write_dataset"]
+__all__ = ["KNOWN_CHANNELS", "KNOWN_LABELS", "PLANTS", "SynthSummary", "generate", "write_dataset"]
+
+PLANTS = plants.PLANTS  # the family: `default` is this module's physics, the others training/data/plants.py
 
 # The physical signals and failure modes this generator models. A spec may list a subset of them in any
 # order (records follow the spec's order); a name outside these has no physics behind it.
@@ -241,19 +244,32 @@ def _signals(
     return {"vibration_x": x, "vibration_y": y, "temperature": temperature, "motor_current": current}
 
 
-def _record(i: int, seed: int, spec: DataSpec, plant: _Plant, start: datetime) -> dict[str, Any]:
+def _record(
+    i: int, seed: int, spec: DataSpec, plant: _Plant, start: datetime, *,
+    other: tuple[str, plants.Baselines] | None,
+) -> dict[str, Any]:  # fmt: skip
     rng = np.random.default_rng([seed, _RECORD_STREAM, i])
     product, recipe, asset = _context(rng)
     present = rng.random(len(KNOWN_LABELS)) < _mode_rates(plant, product, recipe, asset)
     # A mode the spec does not list is not simulated: it would be an unlabelled fault in the window.
-    present &= np.array([name in spec.labels for name in KNOWN_LABELS])
-    severity = rng.uniform(*SEVERITY, len(KNOWN_LABELS))
+    listed = np.array([name in spec.labels for name in KNOWN_LABELS])
+    present &= listed
+    severity = rng.uniform(*(SEVERITY if other is None else plants.SEVERITY_WIDE), len(KNOWN_LABELS))
     faults = present * severity
-    signals = _signals(
-        rng, plant, (product, recipe, asset), faults, window=spec.window, rate_hz=spec.sample_rate_hz
-    )
+    if other is None:
+        signals = _signals(
+            rng, plant, (product, recipe, asset), faults, window=spec.window, rate_hz=spec.sample_rate_hz
+        )
+    else:
+        signals = plants.signals(
+            other[0], rng, other[1], (product, recipe, asset), faults, shaft_hz=float(plant.shaft_hz[recipe]),
+            vib_amp=float(plant.vib_amp[asset]), vib_noise=float(plant.vib_noise[asset]), window=spec.window,
+            rate_hz=spec.sample_rate_hz, scale=min(1.0, spec.sample_rate_hz / DESIGN_RATE_HZ),
+        )  # fmt: skip
     created = start + timedelta(seconds=SPACING_S * i + int(rng.integers(0, JITTER_S)))
     validated = bool(rng.random() < VALIDATED_RATE)
+    if other is not None:  # a person's labelling mistakes: the window shows one thing, the label another
+        present = (present ^ (rng.random(len(KNOWN_LABELS)) < plants.LABEL_NOISE)) & listed
 
     # 5 decimals keep a file at ~5 KB; np.round divides an exact integer by 1e5, so each value prints as
     # its short decimal form (the same float Python's round() gives).
@@ -261,7 +277,7 @@ def _record(i: int, seed: int, spec: DataSpec, plant: _Plant, start: datetime) -
     labels = dict(zip(KNOWN_LABELS, present.tolist(), strict=True))
     return {
         "schema": SCHEMA,
-        "ldo_id": f"ldo-{seed}-{i:07d}",
+        "ldo_id": f"ldo-{seed}-{i:07d}" if other is None else f"ldo-{other[0]}-{seed}-{i:07d}",
         "created_at": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "device_id": f"edge-{asset % N_DEVICES + 1:03d}",
         "context": {"product_id": product, "recipe_id": recipe, "asset_id": asset},
@@ -297,21 +313,27 @@ def _check(n: int, seed: int, spec: DataSpec) -> None:
 
 
 def generate(
-    n: int, seed: int, spec: DataSpec, *, start: datetime | None = None, first: int = 0
-) -> Iterator[dict[str, Any]]:
-    """Yield records ``first`` .. ``first + n - 1`` as LDO v1 documents (plain dicts) for ``spec``.
+    n: int, seed: int, spec: DataSpec, *, start: datetime | None = None, first: int = 0,
+    plant: str = "default",
+) -> Iterator[dict[str, Any]]:  # fmt: skip
+    """Yield records ``first`` .. ``first + n - 1`` as LDO v1 documents (plain dicts) for ``spec``, from
+    ``plant`` (one of :data:`PLANTS`: other physics for the same modes, training/data/plants.py).
 
     The arguments are checked right away.
     """
     _check(n, seed, spec)
+    if plant not in PLANTS:
+        raise ValueError(f"unknown plant {plant!r}: one of {', '.join(PLANTS)}")
     if first < 0:
         raise ValueError(f"first must be non-negative, got {first}")
     if start is None:
         start = DEFAULT_START
     # created_at is always written in UTC with a 'Z'; a naive start is taken to be UTC already.
     start = start.replace(tzinfo=UTC) if start.tzinfo is None else start.astimezone(UTC)
-    plant = _plant(seed)
-    return (_record(i, seed, spec, plant, start) for i in range(first, first + n))
+    tables = _plant(seed)
+    sizes = (len(tables.temp_base), len(tables.shaft_hz), len(tables.vib_amp))
+    other = None if plant == "default" else (plant, plants.baselines(plant, seed, sizes))
+    return (_record(i, seed, spec, tables, start, other=other) for i in range(first, first + n))
 
 
 def write_dataset(
@@ -322,6 +344,7 @@ def write_dataset(
     *,
     first: int = 0,
     progress: Callable[[int], None] | None = None,
+    plant: str = "default",
 ) -> SynthSummary:
     """Write ``n`` records as ``out_dir/<ldo_id>.json`` (created if missing) and count their labels.
 
@@ -331,7 +354,8 @@ def write_dataset(
     Files already in ``out_dir`` with other names are left alone.
     """
     out_dir = Path(out_dir)
-    records = generate(n, seed, spec, first=first)  # checks the arguments before anything touches the disk
+    # generate() checks the arguments before anything touches the disk
+    records = generate(n, seed, spec, first=first, plant=plant)
     out_dir.mkdir(parents=True, exist_ok=True)
     label_counts = dict.fromkeys(spec.labels, 0)
     healthy = 0
