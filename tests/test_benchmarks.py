@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 from types import ModuleType
 
 from tests.conftest import REPO
@@ -51,3 +53,26 @@ def test_a_gpu_step_profile_names_its_bound() -> None:
     assert explain({"batch": 256, "wall_ms": 4.6, "gflop": 0.17})[1].startswith(
         "bound: the model's own kernels on the CPU"
     )
+
+
+def test_the_robustness_benchmark_reports_each_plant_weakest_mode_first_and_the_gates(tmp_path: Path) -> None:
+    out_json = tmp_path / "robustness.json"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks/robustness.py"), "--n", "500", "--epochs", "1",
+         "--plants", "default", "dropout", "--json", str(out_json)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    out = result.stdout
+    assert result.returncode in (0, 1), result.stderr[-3000:]  # 1: a plant misses the target (tiny run)
+    for plant in ("default", "dropout"):
+        line = re.search(rf"^{plant}: .*\n  AUROC, weakest first: (.*)$", out, re.M)
+        assert line, out
+        aurocs = [float(a) for a in re.findall(r"[a-z_]+ (\d\.\d{4})", line.group(1))]
+        assert len(aurocs) == 5 and aurocs == sorted(aurocs)  # every mode, the weakest first
+    rows = json.loads(out_json.read_text())
+    assert [r["plant"] for r in rows] == ["default", "dropout"]
+    assert all(set(r["auroc"]) == set(r["recall"]) and len(r["auroc"]) == 5 for r in rows)
+    verdict = r"^  (default|dropout)\s+weakest AUROC (\d\.\d{4}).*(meets|MISSES) the target$"
+    verdicts = re.findall(verdict, out, re.M)
+    assert [v[0] for v in verdicts] == ["default", "dropout"]
+    assert result.returncode == (0 if all(v[2] == "meets" for v in verdicts) else 1)
