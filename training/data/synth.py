@@ -268,8 +268,10 @@ def _record(
         )  # fmt: skip
     created = start + timedelta(seconds=SPACING_S * i + int(rng.integers(0, JITTER_S)))
     validated = bool(rng.random() < VALIDATED_RATE)
-    if other is not None:  # a person's labelling mistakes: the window shows one thing, the label another
-        present = (present ^ (rng.random(len(KNOWN_LABELS)) < plants.LABEL_NOISE)) & listed
+    if other is not None:  # a person's labelling mistakes: 1% of records have one mode's label flipped
+        wrong, which = rng.random() < plants.LABEL_NOISE, int(rng.integers(0, len(KNOWN_LABELS)))
+        if wrong and listed[which]:
+            present[which] = not present[which]
 
     # 5 decimals keep a file at ~5 KB; np.round divides an exact integer by 1e5, so each value prints as
     # its short decimal form (the same float Python's round() gives).
