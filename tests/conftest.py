@@ -9,6 +9,7 @@ tests that need it, with the reason; under ``CI=true`` it fails them: CI never p
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import re
 import subprocess
@@ -51,6 +52,23 @@ KERNEL_SETS: dict[str, dict[str, str]] = {
     "baseline": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"},
 }
 EXPECTED_CAPABILITY = {"baseline": "DEFAULT"}  # what torch.backends.cpu.get_cpu_capability() then reports
+
+
+def cli(*argv: str) -> int:
+    """``edgeops …`` in this process; the CLI sets up its own logging (to stderr), so pytest's capture gets
+    its handlers back afterwards."""
+    from tools.cli import main
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        return main(list(argv))
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
 
 
 def kernel_env(name: str) -> dict[str, str]:

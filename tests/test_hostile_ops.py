@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import shutil
 import socket
@@ -31,10 +30,9 @@ import psycopg2
 import pytest
 from prometheus_client import generate_latest
 
-from tests.conftest import EDGEOPS, REPO
+from tests.conftest import EDGEOPS, REPO, Roles, cli
 from tests.test_updater import World, leftovers, served
 from tools.artifacts.bundle import BundleError, verify_bundle_uri
-from tools.cli import main as edgeops
 from tools.core.config import EvaluationGates
 from tools.core.errors import ConfigError, ServiceError
 from tools.core.signing import generate_keypair, key_id, private_key_from_pem, public_key_from_pem, sign
@@ -186,20 +184,6 @@ def publish(run: Path, store: str, keys: Keys, **kwargs: Any) -> Any:
     return publish_run(run, store, private_key=keys.private, gpu_hour_usd=2.5, **kwargs)
 
 
-def cli(*argv: str) -> int:
-    """``edgeops …`` in this process (as tests/test_key_rotation.py does)."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    try:
-        return edgeops(list(argv))
-    finally:  # the CLI sets up its own logging (to stderr); give pytest's capture its handlers back
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        for handler in handlers:
-            root.addHandler(handler)
-        root.setLevel(level)
-
-
 # --- publish: interrupted, then run again ------------------------------------------------------------------
 
 
@@ -233,8 +217,10 @@ def test_a_publish_whose_signature_upload_failed_is_finished_by_running_it_again
 
 
 def test_a_publish_with_postgresql_down_registers_when_run_again(
-    run: Path, tmp_path: Path, s3_env: S3Endpoint, s3_bucket: str, pg_dsn: str
+    run: Path, tmp_path: Path, s3_env: S3Endpoint, s3_bucket: str, pg_roles: Roles
 ) -> None:
+    """The rerun registers as docs/database.md's publish role (SELECT, INSERT, UPDATE on model_versions),
+    after the owner ran the migration: what a fork grants its publish step."""
     from tools.core.schema import migrate
     from training.data.seed import ensure_ldos_table
 
@@ -250,19 +236,21 @@ def test_a_publish_with_postgresql_down_registers_when_run_again(
     assert not (run / "published.json").exists()
     verify_bundle_uri(f"{store}/models/v1.0/", keys.public)  # the bundle itself is whole and signed
 
-    conn = psycopg2.connect(pg_dsn)
+    conn = psycopg2.connect(pg_roles.dsn("owner"))
     try:
         ensure_ldos_table(conn)
-        migrate(conn)
+        migrate(conn, telemetry=True)
     finally:
         conn.close()
-    up = subprocess.run([*cmd, "--pg", pg_dsn], cwd=REPO, env=env, capture_output=True, text=True,
-                        timeout=120, check=False)  # fmt: skip
+    pg_roles.grant()
+    as_publish = [*cmd, "--pg", pg_roles.dsn("publish")]
+    up = subprocess.run(as_publish, cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+                        check=False)  # fmt: skip
     assert up.returncode == 0, up.stderr
     assert "already published as v1.0: nothing to do" in up.stderr
     assert "registered in model_versions" in up.stderr
     assert json.loads((run / "published.json").read_text())["version"] == "v1.0"
-    with psycopg2.connect(pg_dsn) as conn, conn.cursor() as cur:
+    with psycopg2.connect(pg_roles.dsn("owner")) as conn, conn.cursor() as cur:
         cur.execute("SELECT version, bundle_uri FROM model_versions")
         assert cur.fetchall() == [("v1.0", f"{store}/models/v1.0/")]
 

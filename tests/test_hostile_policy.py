@@ -250,34 +250,40 @@ def test_a_pr_cannot_feed_a_ring_another_file(world: World) -> None:
     assert "not environments/fleet/release.yaml (v1.1" in run.stdout
 
 
+def _fleet_patch(name: str, text: str) -> Callable[[Path], None]:
+    """An edit that adds ``text`` as a patch of the fleet overlay (after its ring.yaml)."""
+
+    def edit(work: Path) -> None:
+        (work / "environments/fleet" / name).write_text(text)
+        overlay = work / "environments/fleet/kustomization.yaml"
+        patches = overlay.read_text().replace(
+            "  - path: ring.yaml\n", f"  - path: ring.yaml\n  - path: {name}\n"
+        )
+        overlay.write_text(patches)
+
+    return edit
+
+
 def test_a_pr_cannot_patch_the_release_config_map_or_mount_another(world: World) -> None:
     w = world
     pilot = w.release(PILOT_FILE)
     body = "\n".join("      " + line for line in _fleet_text(w, pilot).splitlines())
 
-    def patch_data(work: Path) -> None:
-        (work / "environments/fleet/override.yaml").write_text(
-            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: model-release\ndata:\n"
-            f"  release.yaml: |\n{body}\n"
-        )
-        overlay = work / "environments/fleet/kustomization.yaml"
-        overlay.write_text(overlay.read_text().replace("  - path: ring.yaml\n", "  - path: ring.yaml\n"
-                                                       "  - path: override.yaml\n"))  # fmt: skip
-
+    patch_data = _fleet_patch(
+        "override.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: model-release\ndata:\n"
+        f"  release.yaml: |\n{body}\n",
+    )
     patched = w.check("patch-configmap", patch_data)
     assert "render" in _rules(patched), patched.render()
     assert any("would read v1.2" in f.message for f in patched.findings), patched.render()
 
-    def host_path(work: Path) -> None:
-        (work / "environments/fleet/elsewhere.yaml").write_text(
-            "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: model-updater\nspec:\n"
-            "  template:\n    spec:\n      volumes:\n        - name: release\n          configMap: null\n"
-            "          hostPath:\n            path: /opt/release\n"
-        )
-        overlay = work / "environments/fleet/kustomization.yaml"
-        overlay.write_text(overlay.read_text().replace("  - path: ring.yaml\n", "  - path: ring.yaml\n"
-                                                       "  - path: elsewhere.yaml\n"))  # fmt: skip
-
+    host_path = _fleet_patch(
+        "elsewhere.yaml",
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: model-updater\nspec:\n"
+        "  template:\n    spec:\n      volumes:\n        - name: release\n          configMap: null\n"
+        "          hostPath:\n            path: /opt/release\n",
+    )
     elsewhere = w.check("mount-hostpath", host_path)
     assert "render" in _rules(elsewhere), elsewhere.render()
     assert any("hostPath, not a ConfigMap" in f.message for f in elsewhere.findings), elsewhere.render()

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tests.conftest import REPO
+from tests.conftest import REPO, cli
 from tests.releasekit import git, keys, make_checkout
 from tests.test_updater import INTERFACE, build_golden
 from tools.artifacts.bundle import BundleError, publish_bundle, verify_bundle_uri
@@ -41,7 +41,6 @@ from tools.artifacts.release import (
     render_release,
     verify_release,
 )
-from tools.cli import main as edgeops
 from tools.core.config import load_config
 from tools.core.project import Project
 from tools.core.signing import (
@@ -265,20 +264,6 @@ def signature_lines_only(before: str, after: str) -> list[str]:
     ]
     assert changed and all(line[1:].strip().startswith("signature: ed25519:") for line in changed), changed
     return changed
-
-
-def cli(*argv: str) -> int:
-    """``edgeops …`` in this process."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    try:
-        return edgeops(list(argv))
-    finally:  # the CLI sets up its own logging (to stderr); give pytest's capture its handlers back
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        for handler in handlers:
-            root.addHandler(handler)
-        root.setLevel(level)
 
 
 def resign_with_cli(ring: Ring, key: Key, monkeypatch: pytest.MonkeyPatch, *extra: str) -> int:
