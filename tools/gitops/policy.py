@@ -71,13 +71,13 @@ from typing import Any
 from ruamel.yaml.error import YAMLError
 
 from tools.artifacts.bundle import parse_version
-from tools.artifacts.release import Release, ReleaseError, parse_release, signed_payload, verify_release
+from tools.artifacts.release import Release, ReleaseError, parse_release, verify_release
 from tools.core.config import CONFIG_FILENAME, EdgeopsConfig
 from tools.core.errors import ConfigError, EdgeopsError
 from tools.core.safeyaml import SafeYAML
 from tools.core.signing import SignatureError, public_keys_from_pem
 from tools.core.typedyaml import parse_mapping, parse_model
-from tools.gitops.gitrepo import Repo, RingHistory, ring_history, wave_percent
+from tools.gitops.gitrepo import Repo, RingHistory, content_of, ring_history, wave_percent
 from tools.gitops.images import (
     DIGEST,
     KUSTOMIZATION,
@@ -153,11 +153,7 @@ def _version(release: Release | None) -> str:
 
 
 def _same_signed(a: Release | None, b: Release | None) -> bool:
-    if a is None or b is None:
-        return a is b
-    return signed_payload(a.version, a.interface, a.bundle, a.files) == signed_payload(
-        b.version, b.interface, b.bundle, b.files
-    )
+    return content_of(a) == content_of(b)  # both None (no release) is the same too
 
 
 def _pc(percent: float | None) -> str:
@@ -333,10 +329,8 @@ class _RingCheck:
                 self.find("revoked", f"{move} returns {self.ring} to a revoked version: " + self.revocation(
                     version or ""))  # fmt: skip
             if new is not None and new.previous is not None and wave_percent(new) < 100:
-                ran = {signed_payload(r.version, r.interface, r.bundle, r.files)
-                       for e in self.history.events if (r := e.release) is not None}  # fmt: skip
                 p = new.previous
-                if signed_payload(p.version, p.interface, p.bundle, p.files) not in ran:
+                if not self.history.ran_content(p):
                     self.find("previous", f"`previous` {p.version} is not a release {self.ring} ran")
             when = f" (ran from {ran_before[-1].start.time:%Y-%m-%d %H:%M})" if ran_before else ""
             self.say(f"rollback {move}{when}: rollbacks are never blocked")
