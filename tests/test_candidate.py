@@ -174,6 +174,17 @@ def test_publish_verify_republish_and_card(world: dict[str, Path], tmp_path: Pat
     md = (store / "models" / "v1.0" / "MODEL_CARD.md").read_text()
     assert "# Model card: v1.0" in md and "engine | not built (TensorRT unavailable on this runner)" in md
     assert "How to roll back" in md and "| bearing_wear |" in md
+    # What the model can see (#20): every mode's test AUROC, the weakest first, in model.json and the card.
+    seen = card["separation"]
+    assert [s["mode"] for s in seen] == sorted(
+        card["labels"], key=lambda m: card["metrics"]["per_mode"][m]["auroc"]
+    )
+    assert [s["auroc"] for s in seen] == sorted(s["auroc"] for s in seen)
+    listed = re.findall(r"^\d+\. `([a-z_]+)`: (\d\.\d{4})", md.split("## What the model can see")[1], re.M)
+    assert [m for m, _ in listed] == [s["mode"] for s in seen]
+    assert (
+        card["thresholds_raised"] == json.loads((world["good"] / "run.json").read_text())["thresholds_raised"]
+    )
 
     verify = [EDGEOPS, "verify", uri, "--public-key", str(world["root"] / "release.pub")]
     ok = subprocess.run(verify, cwd=REPO, capture_output=True, text=True, check=False)

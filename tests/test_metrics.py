@@ -15,7 +15,15 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
-from training.metrics import DEFAULT_GRID, auroc, confusion, evaluate, tune_thresholds
+from training.metrics import (
+    DEFAULT_GRID,
+    RAISE_GRID,
+    auroc,
+    cap_false_alarms,
+    confusion,
+    evaluate,
+    tune_thresholds,
+)
 
 LABELS = ["bearing_wear", "overheating", "misalignment"]
 
@@ -272,6 +280,80 @@ def test_default_grid_is_exact() -> None:
     assert DEFAULT_GRID[-1] == 0.95
     assert DEFAULT_GRID.size == 91
     assert 0.15 in DEFAULT_GRID.tolist()  # not 0.15000000000000002
+
+
+# --- false-alarm budget (cap_false_alarms) ---------------------------------------------------------------
+
+
+def _blind_mode_case(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """1,000 windows, two modes: "seen" separated perfectly, "blind" scored at random (AUROC 0.5): F-beta
+    (beta 2) flags nearly every window for "blind", as the issue's 0.59-AUROC mode did."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random((1000, 2)) < [0.15, 0.15]).astype(np.uint8)
+    p = np.stack([np.where(y[:, 0] == 1, 0.9, 0.1), rng.random(1000)], axis=1)
+    return y, p
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_blind_mode_loses_recall_not_the_healthy_windows(seed: int) -> None:
+    y, p = _blind_mode_case(seed)
+    tuned = tune_thresholds(y, p, beta=2.0)
+    before = evaluate(y, p, tuned, ["seen", "blind"])
+    assert before["fp_rate"] > 0.5  # what F-beta alone does: most healthy windows flagged
+    capped = cap_false_alarms(y, p, tuned, 0.04)
+    after = evaluate(y, p, capped, ["seen", "blind"])
+    assert after["fp_rate"] <= 0.04
+    assert capped[0] == tuned[0]  # the mode the model sees keeps its threshold and its recall
+    assert after["per_mode"]["seen"]["recall"] == 1.0
+    assert capped[1] > tuned[1] and capped[1] in RAISE_GRID.tolist()
+    # Random scores: keeping 4% of healthy windows quiet leaves about 4% of the failing ones found, so the
+    # recall gate (0.85) names the mode instead of the FP gate failing for all of them.
+    assert after["per_mode"]["blind"]["recall"] < 0.15
+
+
+def test_within_budget_nothing_moves_and_nothing_is_ever_lowered() -> None:
+    y, p = _blind_mode_case(0)
+    t = np.array([0.5, 0.99])  # "blind" at 0.99 flags about 1% of the healthy windows: within 4%
+    assert cap_false_alarms(y, p, t, 0.04).tolist() == [0.5, 0.99]
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        y = (rng.random((300, 3)) < 0.2).astype(np.uint8)
+        p = np.clip(0.3 * y + 0.7 * rng.random((300, 3)), 0, 1)
+        t = tune_thresholds(y, p, beta=2.0)
+        budget = float(rng.choice([0.0, 0.02, 0.1, 0.5]))
+        capped = cap_false_alarms(y, p, t, budget)
+        assert (capped >= t).all()
+        fp = evaluate(y, p, capped, ["a", "b", "c"])["fp_rate"]
+        # Either within budget, or no mode alarms on a healthy window below the grid's top any more.
+        healthy = p[~y.any(axis=1)]
+        assert fp <= budget or not ((healthy >= capped) & (healthy < RAISE_GRID[-1])).any(), (budget, capped)
+
+
+def test_alarms_shared_by_two_modes_are_still_silenced() -> None:
+    # Every healthy window is flagged by both modes: no single raise silences a window, both must rise.
+    y = np.array([[0, 0]] * 10 + [[1, 0], [0, 1]], dtype=np.uint8)
+    p = np.array([[0.6, 0.7]] * 10 + [[0.98, 0.0], [0.0, 0.98]])
+    capped = cap_false_alarms(y, p, [0.5, 0.5], 0.0)
+    assert evaluate(y, p, capped, ["a", "b"])["fp_rate"] == 0.0
+    assert evaluate(y, p, capped, ["a", "b"])["per_mode"]["a"]["recall"] == 1.0
+
+
+def test_the_cheapest_raise_goes_first() -> None:
+    # Healthy rows 0-3; mode a fires on rows 0-1 and b on rows 2-3. Raising a to 0.9 costs none of its
+    # two positives (rows 4-5 at 0.95); raising b costs one of its two (row 6 at 0.5, row 7 at 0.95).
+    y = np.array([[0, 0]] * 4 + [[1, 0], [1, 0], [0, 1], [0, 1]], dtype=np.uint8)
+    p = np.array([[0.6, 0.0], [0.6, 0.0], [0.0, 0.6], [0.0, 0.6], [0.95, 0], [0.95, 0], [0, 0.5], [0, 0.95]])
+    capped = cap_false_alarms(y, p, [0.3, 0.3], 0.5)  # two of the four healthy windows may alarm
+    assert capped[1] == 0.3 and capped[0] > 0.6
+
+
+def test_saturated_alarms_end_the_search_and_bad_budgets_are_refused() -> None:
+    y = np.array([[0], [0], [1]], dtype=np.uint8)
+    p = np.array([[1.0], [1.0], [1.0]])  # sure of an alarm on both healthy windows: no threshold helps
+    assert cap_false_alarms(y, p, [0.5], 0.0).tolist() == [0.5]  # so recall is not given up for nothing
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="max_fp_rate must be in"):
+            cap_false_alarms(y, p, [0.5], bad)
 
 
 # --- validation -----------------------------------------------------------------------------------------

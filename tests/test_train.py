@@ -17,7 +17,7 @@ from training.config import load_training_config
 from training.data.synth import write_dataset
 from training.export import export_onnx
 from training.interface import interface_hash
-from training.model import FailureModeModel, WithProbabilities, count_parameters
+from training.model import FailureModeModel, SensorStatistics, WithProbabilities, count_parameters
 from training.snapshot import DirSource, SnapshotOptions, build_snapshot
 from training.train import EXIT_PREEMPTED
 
@@ -117,6 +117,36 @@ def test_same_seed_same_weights_and_another_seed_differs(
     assert train(small_snapshot, tmp_path / "c", other, kernels=kernels).returncode == 0
     c = weights(tmp_path / "c")
     assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_a_mode_the_model_cannot_see_is_named_and_does_not_flag_the_healthy_windows(
+    small_snapshot: Path, tmp_path: Path
+) -> None:
+    """Issue #20: overheating's labels shuffled (no signal left), so the model scores it at chance. F-beta
+    alone would flag most healthy windows to keep its recall; the false-alarm budget raises that threshold
+    instead, and the run says so by name."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    snap = tmp_path / "snap"
+    shutil.copytree(small_snapshot, snap)
+    tensors = load_file(str(snap / "tensors.safetensors"))
+    labels = tensors["labels"].clone()
+    mode = SPEC.labels.index("overheating")
+    labels[:, mode] = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(0)), mode]
+    save_file({**tensors, "labels": labels}, str(snap / "tensors.safetensors"))
+    result = train(snap, tmp_path / "run", config(tmp_path, epochs=4, early_stop_patience=0))
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    raised = run["thresholds_raised"]
+    assert "overheating" in raised and raised["overheating"]["to"] > raised["overheating"]["from"]
+    assert raised["overheating"]["val_recall_to"] < raised["overheating"]["val_recall_from"]
+    assert "overheating: threshold raised from" in result.stderr
+    val = run["metrics"]["val"]
+    assert val["fp_rate"] <= 0.04  # the budget holds where it was set
+    assert val["per_mode"]["overheating"]["auroc"] < 0.7  # it really is blind to it
+    assert run["metrics"]["test"]["fp_rate"] <= 0.10  # and it carries over: not "most healthy windows"
 
 
 def test_another_kernel_set_learns_the_same_within_tolerance(small_snapshot: Path, tmp_path: Path) -> None:
@@ -226,10 +256,11 @@ def test_model_takes_raw_values_and_exports_to_onnx(tmp_path: Path) -> None:
     cfg = load_training_config()
     vocab = {"product_id": [3, 5, 8], "recipe_id": [1, 2], "asset_id": list(range(1, 151))}
     torch.manual_seed(0)
-    model = FailureModeModel(
-        cfg, vocab, torch.tensor([0.0, 0.0, 55.0, 9.0]), torch.tensor([1.0, 1.0, 5.0, 2.0]),
+    stats = SensorStatistics(
+        torch.tensor([0.0, 0.0, 55.0, 9.0]), torch.tensor([1.0, 1.0, 5.0, 2.0]),
         torch.tensor([1.0, 1.0, 0.5, 0.2]),
     )  # fmt: skip
+    model = FailureModeModel(cfg, vocab, stats)
     assert count_parameters(model) <= 1_000_000
     # Unknown ids all land on the reserved row 0: no error, same embedding.
     emb = model.ids["product_id"]

@@ -15,7 +15,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from training.interface import interface_descriptor
 
-__all__ = ["ROLLBACK_TEXT", "build_card", "render_card"]
+__all__ = ["ROLLBACK_TEXT", "build_card", "render_card", "separation"]
 
 _TEMPLATES = Path(__file__).parent / "templates"
 
@@ -71,6 +71,8 @@ def build_card(
             "best_epoch": run["best_epoch"],
         },
         "metrics": evaluation["candidate"],
+        "separation": separation(evaluation["candidate"]),
+        "thresholds_raised": run.get("thresholds_raised", {}),
         "fleet": evaluation["fleet"]
         and {
             "version": evaluation["fleet"]["version"],
@@ -86,6 +88,13 @@ def build_card(
         "history": _history(run_dir / "metrics.jsonl"),
         "rollback": ROLLBACK_TEXT,
     }
+
+
+def separation(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """What the model can see: each mode's AUROC on the test split, the weakest first (a mode with no
+    positive window in the test split has none and comes last)."""
+    rows = [{"mode": mode, "auroc": m["auroc"]} for mode, m in metrics["per_mode"].items()]
+    return sorted(rows, key=lambda r: (r["auroc"] is None, r["auroc"] or 0.0))
 
 
 def _history(path: Path) -> list[dict[str, float]]:

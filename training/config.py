@@ -93,6 +93,7 @@ class TrainingConfig(Strict):
     early_stop_patience: int = Field(default=5, ge=0)
     grad_clip: float = Field(default=1.0, ge=0.0)
     threshold_beta: float = Field(default=2.0, gt=0.0)
+    threshold_max_fp_rate: float = Field(default=0.04, ge=0.0, le=1.0)
     # runtime
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: bool = False

@@ -42,8 +42,7 @@ def load_run(run_dir: Path) -> tuple[FailureModeModel, TrainingConfig, dict[str,
     run = json.loads(run_json.read_text())
     cfg = TrainingConfig.model_validate(run["config"])
     weights = load_file(str(run_dir / "weights.safetensors"))
-    c = len(cfg.channels)
-    model = FailureModeModel(cfg, run["model"]["vocabularies"], torch.zeros(c), torch.ones(c), torch.ones(c))
+    model = FailureModeModel(cfg, run["model"]["vocabularies"])
     model.load_state_dict(weights)  # the buffers (normalisation) come from the file too
     return model.eval(), cfg, run
 

@@ -24,11 +24,23 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["DEFAULT_GRID", "auroc", "confusion", "evaluate", "tune_thresholds"]
+__all__ = [
+    "DEFAULT_GRID",
+    "RAISE_GRID",
+    "auroc",
+    "cap_false_alarms",
+    "confusion",
+    "evaluate",
+    "tune_thresholds",
+]
 
 # Candidate thresholds for tune_thresholds. Rounded so the chosen values are exactly 0.05, 0.06, ...,
 # 0.95 (np.arange alone accumulates float error such as 0.15000000000000002, which would leak into reports).
 DEFAULT_GRID: npt.NDArray[np.float64] = np.round(np.arange(0.05, 0.951, 0.01), 2)
+
+# Where cap_false_alarms may raise a threshold to: the tuning grid and a finer top end (a mode the model
+# separates badly may need 0.99 to stay quiet on healthy windows).
+RAISE_GRID: npt.NDArray[np.float64] = np.unique(np.r_[DEFAULT_GRID, 0.96, 0.97, 0.98, 0.99, 0.995, 0.999])
 
 # Floats in evaluate()'s report are rounded to this many decimals: enough to compare runs, and the JSON
 # stays readable and stable across platforms.
@@ -218,6 +230,74 @@ def tune_thresholds(
         best = score == score.max()
         thresholds[mode] = g[preference[best[preference]][0]]
     return thresholds
+
+
+def cap_false_alarms(
+    y_true: npt.ArrayLike, probs: npt.ArrayLike, thresholds: npt.ArrayLike, max_fp_rate: float
+) -> npt.NDArray[np.float64]:
+    """``thresholds`` raised (never lowered) until at most ``max_fp_rate`` of the healthy windows raise an
+    alarm, giving up as little recall as it can; shape (L,).
+
+    F-beta tunes each mode on its own, so a mode the model separates badly gets a low threshold that keeps
+    its recall by flagging most healthy windows, and the run fails the FP gate instead of the mode's
+    recall gate. Here the FP rate is a budget shared by the modes: greedily, the raise (a mode to a higher
+    value of :data:`RAISE_GRID`) that removes the most false alarms per point of that mode's recall lost
+    is taken, until the budget holds (when every false alarm is shared by several modes, the raise that
+    silences the most of one mode's alarms on healthy windows). A mode that can keep its recall stays where
+    F-beta put it; the ones that cannot lose recall, so their recall gate names them. When no raise
+    silences anything more (probabilities saturated at 1.0), the thresholds reached are returned and the
+    budget does not hold.
+    """
+    y = _binary_matrix("y_true", y_true)
+    p = _prob_matrix("probs", probs, y)
+    t = _threshold_vector("thresholds", thresholds, y.shape[1]).copy()
+    if not (np.isfinite(max_fp_rate) and 0.0 <= max_fp_rate <= 1.0):
+        raise ValueError(f"max_fp_rate must be in [0, 1], got {max_fp_rate}")
+    healthy = np.asarray(~y.any(axis=1), dtype=np.bool_)
+    n_healthy = int(healthy.sum())
+    budget = int(np.floor(max_fp_rate * n_healthy + 1e-9))  # false alarms allowed on this split
+    while True:
+        fires = p >= t
+        alarmed = int((healthy & fires.any(axis=1)).sum())
+        if alarmed <= budget:
+            return t
+        raise_ = _best_raise(y, p, t, healthy, fires, windows=True) or _best_raise(
+            y, p, t, healthy, fires, windows=False
+        )
+        if raise_ is None:
+            return t
+        t[raise_[0]] = raise_[1]
+
+
+def _best_raise(
+    y: npt.NDArray[np.bool_],
+    p: npt.NDArray[np.float64],
+    t: npt.NDArray[np.float64],
+    healthy: npt.NDArray[np.bool_],
+    fires: npt.NDArray[np.bool_],
+    *,
+    windows: bool,
+) -> tuple[int, float] | None:
+    """(mode, new threshold) of the raise that silences the most per point of that mode's recall lost:
+    healthy windows (``windows``; those another mode also alarms on cannot be silenced by one raise) or
+    else the mode's own alarms on healthy windows (progress when every false alarm is shared)."""
+    best: tuple[float, int, float] | None = None  # (silenced per recall lost, mode, to)
+    for mode in range(y.shape[1]):
+        higher = RAISE_GRID[t[mode] < RAISE_GRID]
+        if higher.size == 0:
+            continue
+        target = healthy
+        if windows:  # only the healthy windows no other mode alarms on
+            target = healthy & ~np.delete(fires, mode, axis=1).any(axis=1)
+        quiet, pos = np.sort(p[target, mode]), np.sort(p[y[:, mode], mode])
+        # Raised from t to g, the mode stops firing on the scores in [t, g): counted by searchsorted.
+        silenced = np.searchsorted(quiet, higher) - np.searchsorted(quiet, t[mode])
+        lost = np.searchsorted(pos, higher) - np.searchsorted(pos, t[mode])  # its failing windows missed
+        ratio = np.where(silenced > 0, silenced / np.maximum(lost / max(pos.size, 1), 1e-9), -1.0)
+        k = int(np.argmax(ratio))
+        if ratio[k] > 0 and (best is None or ratio[k] > best[0]):
+            best = (float(ratio[k]), mode, float(higher[k]))
+    return None if best is None else (best[1], best[2])
 
 
 def evaluate(

@@ -49,7 +49,15 @@ from tools.core.log import fields
 from training.checkpoint import flatten_optimizer, load_checkpoint, save_checkpoint, unflatten_optimizer
 from training.config import DataSpec, TrainingConfig, load_training_config
 from training.interface import INPUT_NAMES, interface_hash
-from training.model import ID_INPUTS, FailureModeModel, count_parameters, in_batches, sensor_statistics
+from training.model import (
+    ID_INPUTS,
+    FailureModeModel,
+    SensorStatistics,
+    count_parameters,
+    id_capacities,
+    in_batches,
+    sensor_statistics,
+)
 
 __all__ = ["EXIT_PREEMPTED", "TrainingTensors", "load_snapshot", "main", "train", "train_step"]
 
@@ -104,6 +112,17 @@ def load_snapshot(folder: Path, spec: DataSpec, device: torch.device) -> Trainin
         labels=t["labels"].to(torch.float32),
         split=t["split"],
         meta=meta,
+    )
+
+
+def training_statistics(snap: TrainingTensors, rows: torch.Tensor, cfg: TrainingConfig) -> SensorStatistics:
+    """The normalisation statistics and context baselines of the training ``rows``, on the CPU."""
+    return sensor_statistics(
+        snap.sensors.index_select(0, rows).cpu(),
+        {name: snap.ids[name].index_select(0, rows).cpu() for name in ID_INPUTS},
+        snap.labels.index_select(0, rows).cpu(),
+        snap.meta["vocabularies"],
+        id_capacities(cfg),
     )
 
 
@@ -202,12 +221,10 @@ def train(snapshot_dir: Path, cfg: TrainingConfig, out: Path, *, resume: bool = 
         raise EdgeopsError(f"{snapshot_dir}: the snapshot needs rows in both the train and val splits")
 
     # Normalisation statistics of the training split go inside the model.
-    train_x = snap.sensors[train_idx]  # (Ntrain, C, T)
-    stats = [s.cpu() for s in sensor_statistics(train_x)]  # mean, std, shape_std: each (C,)
-    del train_x
+    stats = training_statistics(snap, train_idx, cfg)
 
     torch.manual_seed(cfg.seed)
-    model = FailureModeModel(cfg, snap.meta["vocabularies"], *stats).to(device)
+    model = FailureModeModel(cfg, snap.meta["vocabularies"], stats).to(device)
     n_params = count_parameters(model)
     if n_params > 1_000_000:
         raise EdgeopsError(
@@ -399,6 +416,37 @@ def train(snapshot_dir: Path, cfg: TrainingConfig, out: Path, *, resume: bool = 
     return result
 
 
+def _raised(tuned: dict[str, Any], capped: dict[str, Any], cfg: TrainingConfig) -> dict[str, Any]:
+    """The modes whose F-beta threshold had to rise to keep false alarms within the budget (validation
+    reports at the tuned and at the final thresholds), each said in the log by name."""
+    raised: dict[str, Any] = {}
+    for mode, after in capped["per_mode"].items():
+        before = tuned["per_mode"][mode]
+        if after["threshold"] == before["threshold"]:
+            continue
+        raised[mode] = {
+            "from": before["threshold"], "to": after["threshold"], "val_recall_from": before["recall"],
+            "val_recall_to": after["recall"], "val_auroc": after["auroc"],
+        }  # fmt: skip
+        log.warning(
+            "%s: threshold raised from %.2f to %.3f to keep alarms on healthy validation windows within "
+            "%.1f%% (threshold_max_fp_rate): its validation recall falls from %.3f to %.3f. The model "
+            "separates %s too weakly on this data (validation AUROC %s) to keep both.",
+            mode, before["threshold"], after["threshold"], 100 * cfg.threshold_max_fp_rate, before["recall"],
+            after["recall"], mode, after["auroc"],
+        )  # fmt: skip
+    if tuned["fp_rate"] > cfg.threshold_max_fp_rate >= capped["fp_rate"]:
+        log.info("false alarms on healthy validation windows: %.3f at the F-beta thresholds, %.3f now",
+                 tuned["fp_rate"], capped["fp_rate"])  # fmt: skip
+    elif capped["fp_rate"] > cfg.threshold_max_fp_rate:
+        log.warning(
+            "false alarms on healthy validation windows stay at %.3f > threshold_max_fp_rate %.3f even at "
+            "the highest thresholds: the model is sure of alarms on healthy windows", capped["fp_rate"],
+            cfg.threshold_max_fp_rate,
+        )  # fmt: skip
+    return raised
+
+
 def _finish(
     *, model: FailureModeModel, snap: TrainingTensors, cfg: TrainingConfig, out: Path,
     history: list[dict[str, Any]], val_idx: torch.Tensor, test_idx: torch.Tensor, amp: bool, wall: float,
@@ -406,14 +454,16 @@ def _finish(
     n_params: int, n_train: int,
 ) -> dict[str, Any]:  # fmt: skip
     """After the loop (lead rank): thresholds on val, metrics on test, weights, plots and run.json."""
-    from training.metrics import confusion, evaluate, tune_thresholds
+    from training.metrics import cap_false_alarms, confusion, evaluate, tune_thresholds
     from training.plots import plot_confusion, plot_curves
 
     labels = list(cfg.labels)
     val_probs = torch.sigmoid(_predict(model, snap, val_idx, cfg.eval_batch_size, amp)).cpu().numpy()
     val_true = snap.labels[val_idx].cpu().numpy().astype(np.uint8)
-    thresholds = tune_thresholds(val_true, val_probs, beta=cfg.threshold_beta)
+    tuned = tune_thresholds(val_true, val_probs, beta=cfg.threshold_beta)
+    thresholds = cap_false_alarms(val_true, val_probs, tuned, cfg.threshold_max_fp_rate)
     split_metrics = {"val": evaluate(val_true, val_probs, thresholds, labels)}
+    raised = _raised(evaluate(val_true, val_probs, tuned, labels), split_metrics["val"], cfg)
     if len(test_idx):
         test_probs = torch.sigmoid(_predict(model, snap, test_idx, cfg.eval_batch_size, amp)).cpu().numpy()
         test_true = snap.labels[test_idx].cpu().numpy().astype(np.uint8)
@@ -446,6 +496,7 @@ def _finish(
         "best_epoch": best_epoch,
         "stopped_early": stopped_early,
         "thresholds": {name: float(t) for name, t in zip(labels, thresholds, strict=True)},
+        "thresholds_raised": raised,
         "metrics": split_metrics,
         "timing": {
             "wall_seconds": round(wall, 3),
