@@ -41,9 +41,9 @@ sys.path.insert(0, str(REPO))
 
 from training.config import TrainingConfig, load_training_config  # noqa: E402
 from training.data.synth import write_dataset  # noqa: E402
-from training.model import ID_INPUTS, FailureModeModel, id_capacities, sensor_statistics  # noqa: E402
+from training.model import FailureModeModel  # noqa: E402
 from training.snapshot import DirSource, SnapshotOptions, build_snapshot  # noqa: E402
-from training.train import train  # noqa: E402
+from training.train import load_snapshot, train, training_statistics  # noqa: E402
 
 
 class LdoDataset(Dataset[tuple[torch.Tensor, ...]]):
@@ -73,11 +73,9 @@ def seed_style(snapshot: Path, cfg: TrainingConfig, epochs: int, device: torch.d
     meta = json.loads((snapshot / "snapshot.json").read_text())
     rows = (arrays["split"] == 0).nonzero()[0]
     val_rows = (arrays["split"] == 1).nonzero()[0]
-    train_x = torch.from_numpy(arrays["sensors"][rows])
     torch.manual_seed(cfg.seed)
-    ids = {name: torch.from_numpy(arrays[name][rows]) for name in ID_INPUTS}
-    labels = torch.from_numpy(arrays["labels"][rows].astype("float32"))
-    stats = sensor_statistics(train_x, ids, labels, meta["vocabularies"], id_capacities(cfg))
+    snap = load_snapshot(snapshot, cfg.data_spec(), torch.device("cpu"))  # as `edgeops train` builds it
+    stats = training_statistics(snap, torch.from_numpy(rows), cfg)
     model = FailureModeModel(cfg, meta["vocabularies"], stats).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loader = DataLoader(LdoDataset(arrays, rows), batch_size=cfg.batch_size, shuffle=True)
@@ -122,7 +120,7 @@ def step_profile(
     from torch.profiler import ProfilerActivity, profile
     from torch.utils.flop_counter import FlopCounterMode
 
-    from training.train import load_snapshot, train_step, training_statistics
+    from training.train import train_step
 
     snap = load_snapshot(snapshot, cfg.data_spec(), device)
     rows_all = snap.index(0)

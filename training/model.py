@@ -100,7 +100,7 @@ class SensorStatistics:
     std: Tensor  # (C,)
     shape_std: Tensor  # (C,) std of windows minus their own mean
     offsets: dict[str, Tensor] = field(default_factory=dict)  # id input -> (V, C), vocabulary order
-    context_std: Tensor | None = None  # (C,) std of healthy windows minus their context's baseline
+    context_std: Tensor | None = None  # (C,) std of healthy windows minus their context's baseline; None: std
 
     @classmethod
     def placeholder(cls, n_channels: int) -> SensorStatistics:
@@ -189,15 +189,15 @@ class FailureModeModel(nn.Module):
         n_channels, n_labels = len(cfg.channels), len(cfg.labels)
         stats = stats or SensorStatistics.placeholder(n_channels)
 
-        def buffer(name: str, value: Tensor | None, floor: float | None = 1e-6) -> None:
-            v = torch.ones(n_channels) if value is None else value
-            v = v.reshape(1, n_channels, 1).to(torch.float32)
+        def buffer(name: str, value: Tensor, floor: float | None = 1e-6) -> None:
+            v = value.reshape(1, n_channels, 1).to(torch.float32)
             self.register_buffer(name, v if floor is None else v.clamp_min(floor))
 
         buffer("sensor_mean", stats.mean, floor=None)
         buffer("sensor_std", stats.std)
         buffer("shape_std", stats.shape_std)
-        buffer("context_std", stats.context_std)
+        # Without fitted offsets the context view is the level view: same centre, same scale.
+        buffer("context_std", stats.std if stats.context_std is None else stats.context_std)
         self.ids = nn.ModuleDict(
             {
                 name: _IdEmbedding(vocabularies.get(name, []), capacity, cfg.embed_dim, n_channels)
